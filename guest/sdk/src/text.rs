@@ -1,0 +1,335 @@
+//! BERT-style text tokenization: the uncased basic tokenizer and WordPiece,
+//! matching Hugging Face `tokenizers`' `BertNormalizer` + `BertPreTokenizer` +
+//! `WordPiece` (as configured for all-MiniLM-L6-v2). `models/golden/tokenize.jsonl`
+//! pins the behaviour.
+
+use crate::Error;
+use std::collections::HashMap;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+
+/// The longest word WordPiece splits; longer words become `[UNK]`.
+const MAX_WORD_CHARS: usize = 100;
+
+/// A WordPiece vocabulary and tokenizer.
+pub struct WordPiece {
+    /// Whole-word pieces: "bank" -> id.
+    words: HashMap<String, u32>,
+    /// Continuation pieces without their "##": "ing" -> id of "##ing".
+    continuations: HashMap<String, u32>,
+    unk: u32,
+    cls: Option<u32>,
+    sep: Option<u32>,
+}
+
+impl WordPiece {
+    /// Reads a `vocab.txt`: one token per line, the line number is the id.
+    pub fn from_vocab(vocab: &str) -> Result<WordPiece, Error> {
+        let mut words = HashMap::new();
+        let mut continuations = HashMap::new();
+        for (id, token) in vocab.lines().enumerate() {
+            let id = id as u32;
+            match token.strip_prefix("##") {
+                Some(rest) if !rest.is_empty() => continuations.insert(rest.to_string(), id),
+                _ => words.insert(token.to_string(), id),
+            };
+        }
+        let unk = *words.get("[UNK]").ok_or_else(|| Error::bad_input("vocab has no [UNK]"))?;
+        let cls = words.get("[CLS]").copied();
+        let sep = words.get("[SEP]").copied();
+        Ok(WordPiece { words, continuations, unk, cls, sep })
+    }
+
+    /// The id of `[CLS]`, if the vocabulary has one.
+    pub fn cls(&self) -> Option<u32> {
+        self.cls
+    }
+
+    /// The id of `[SEP]`, if the vocabulary has one.
+    pub fn sep(&self) -> Option<u32> {
+        self.sep
+    }
+
+    /// Token ids of `text`, without special tokens, at most `max` of them.
+    pub fn encode(&self, text: &str, max: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        let normalized = normalize(text);
+        for word in pre_tokenize(&normalized) {
+            if ids.len() >= max {
+                break;
+            }
+            self.word_pieces(word, &mut ids);
+        }
+        ids.truncate(max);
+        ids
+    }
+
+    /// Greedy longest-match-first WordPiece of one word.
+    fn word_pieces(&self, word: &str, ids: &mut Vec<i64>) {
+        if word.chars().count() > MAX_WORD_CHARS {
+            ids.push(self.unk as i64);
+            return;
+        }
+        let start_len = ids.len();
+        let mut start = 0;
+        while start < word.len() {
+            let table = if start == 0 { &self.words } else { &self.continuations };
+            let mut end = word.len();
+            let mut found = None;
+            while end > start {
+                if let Some(&id) = table.get(&word[start..end]) {
+                    found = Some(id);
+                    break;
+                }
+                end = prev_boundary(word, end);
+            }
+            match found {
+                Some(id) => {
+                    ids.push(id as i64);
+                    start = end;
+                }
+                None => {
+                    ids.truncate(start_len);
+                    ids.push(self.unk as i64);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn prev_boundary(s: &str, mut i: usize) -> usize {
+    i -= 1;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// BertNormalizer: clean text, space out CJK, strip accents, lowercase.
+fn normalize(text: &str) -> String {
+    let mut cleaned = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\0' || c == '\u{fffd}' || is_control(c) {
+            continue;
+        }
+        if is_whitespace(c) {
+            cleaned.push(' ');
+        } else if is_chinese(c) {
+            cleaned.push(' ');
+            cleaned.push(c);
+            cleaned.push(' ');
+        } else {
+            cleaned.push(c);
+        }
+    }
+    let stripped: String = cleaned.nfd().filter(|c| c.general_category() != GeneralCategory::NonspacingMark).collect();
+    stripped.to_lowercase()
+}
+
+/// BertPreTokenizer: split on whitespace (dropped) and punctuation (kept, alone).
+fn pre_tokenize(text: &str) -> impl Iterator<Item = &str> {
+    let mut pieces = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() || is_punctuation(c) {
+            if let Some(s) = start.take() {
+                pieces.push(&text[s..i]);
+            }
+            if !c.is_whitespace() {
+                pieces.push(&text[i..i + c.len_utf8()]);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        pieces.push(&text[s..]);
+    }
+    pieces.into_iter()
+}
+
+fn is_whitespace(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || c.is_whitespace()
+}
+
+fn is_control(c: char) -> bool {
+    if matches!(c, '\t' | '\n' | '\r') {
+        return false;
+    }
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::Unassigned
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Surrogate
+    )
+}
+
+fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation() || c.general_category_group() == GeneralCategoryGroup::Punctuation
+}
+
+fn is_chinese(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F | 0x2B920..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
+}
+
+/// A text classifier over WordPiece ids, in one of two shapes:
+///
+/// - **small**: one model `model` taking `input_ids` `[1, n]` (no special
+///   tokens) and returning `probs` `[1, labels]`;
+/// - **large**: an `encoder` taking `input_ids`, `attention_mask` and
+///   `token_type_ids` (with `[CLS]`/`[SEP]`) and returning an embedding, then a
+///   `head` taking the embedding and returning `probs`.
+///
+/// The manifest picks the shape by which models it lists; the asset `vocab`
+/// is the WordPiece vocabulary, and `[config] max_tokens` caps the input.
+#[cfg(feature = "onnx")]
+pub struct TextClassifier {
+    tokenizer: WordPiece,
+    labels: Vec<String>,
+    max_tokens: usize,
+    models: Models,
+}
+
+#[cfg(feature = "onnx")]
+enum Models {
+    Small(crate::onnx::OnnxModel),
+    Large { encoder: crate::onnx::OnnxModel, head: crate::onnx::OnnxModel },
+}
+
+#[cfg(feature = "onnx")]
+impl TextClassifier {
+    /// Loads the vocabulary and the model(s) named in the manifest.
+    pub fn load(ctx: &crate::LoadContext<'_>) -> Result<TextClassifier, Error> {
+        use crate::onnx::OnnxModel;
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(default = "default_max_tokens")]
+            max_tokens: usize,
+        }
+        fn default_max_tokens() -> usize {
+            128
+        }
+        let config: Config =
+            if ctx.config().is_null() { Config { max_tokens: default_max_tokens() } } else { ctx.config_as()? };
+        let tokenizer = WordPiece::from_vocab(ctx.asset_str("vocab")?)?;
+        let models = if ctx.has_model("encoder") {
+            Models::Large {
+                encoder: OnnxModel::load(ctx.model("encoder")?)?,
+                head: OnnxModel::load(ctx.model("head")?)?,
+            }
+        } else {
+            Models::Small(OnnxModel::load(ctx.model("model")?)?)
+        };
+        if ctx.labels().is_empty() {
+            return Err(Error::bad_input("a classifier needs labels in its manifest"));
+        }
+        Ok(TextClassifier { tokenizer, labels: ctx.labels().to_vec(), max_tokens: config.max_tokens.max(3), models })
+    }
+
+    /// The labels, in model output order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &WordPiece {
+        &self.tokenizer
+    }
+
+    /// How many of `text`'s tokens the vocabulary knows, out of how many (up to `max_tokens`).
+    pub fn known_tokens(&self, text: &str) -> (usize, usize) {
+        let ids = self.tokenizer.encode(text, self.max_tokens);
+        let unk = self.tokenizer.unk as i64;
+        (ids.iter().filter(|&&id| id != unk).count(), ids.len())
+    }
+
+    /// Classifies `text`.
+    pub fn classify(&mut self, text: &str) -> Result<crate::Answer, Error> {
+        use crate::onnx::{f32_tensor, ids_tensor, tvec};
+        let probs = match &mut self.models {
+            Models::Small(model) => {
+                let mut ids = self.tokenizer.encode(text, self.max_tokens);
+                if ids.is_empty() {
+                    ids.push(self.tokenizer.unk as i64);
+                }
+                model.run_f32(tvec![ids_tensor(&ids)?])?
+            }
+            Models::Large { encoder, head } => {
+                let (cls, sep) = match (self.tokenizer.cls, self.tokenizer.sep) {
+                    (Some(c), Some(s)) => (c as i64, s as i64),
+                    _ => return Err(Error::bad_input("vocab has no [CLS]/[SEP]")),
+                };
+                let mut ids = vec![cls];
+                ids.extend(self.tokenizer.encode(text, self.max_tokens - 2));
+                ids.push(sep);
+                let mask = vec![1i64; ids.len()];
+                let types = vec![0i64; ids.len()];
+                let embedding = encoder.run_f32(tvec![ids_tensor(&ids)?, ids_tensor(&mask)?, ids_tensor(&types)?])?;
+                head.run_f32(tvec![f32_tensor(&[1, embedding.len()], &embedding)?])?
+            }
+        };
+        crate::classify::answer(&self.labels, &probs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> WordPiece {
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\nbank\n##ing\nrate\n##s\n,\n.\ncafe\n中\nun\n##aff\n##able";
+        WordPiece::from_vocab(vocab).unwrap()
+    }
+
+    #[test]
+    fn splits_words_punctuation_and_pieces() {
+        let wp = tiny();
+        assert_eq!(wp.encode("The bank, banking rates.", 100), vec![4, 5, 9, 5, 6, 7, 8, 10]);
+    }
+
+    #[test]
+    fn strips_accents_and_spaces_cjk() {
+        let wp = tiny();
+        assert_eq!(wp.encode("Café中", 100), vec![11, 12]);
+    }
+
+    #[test]
+    fn unknown_pieces_make_the_whole_word_unk() {
+        let wp = tiny();
+        assert_eq!(wp.encode("unaffable unaffx", 100), vec![13, 14, 15, 1]);
+    }
+
+    #[test]
+    fn truncates_to_max() {
+        assert_eq!(tiny().encode("the the the", 2).len(), 2);
+    }
+
+    #[test]
+    fn matches_the_hugging_face_golden_file() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models");
+        let (Ok(vocab), Ok(golden)) = (
+            std::fs::read_to_string(format!("{root}/vocab.txt")),
+            std::fs::read_to_string(format!("{root}/golden/tokenize.jsonl")),
+        ) else {
+            panic!("models/vocab.txt and models/golden/tokenize.jsonl are committed files");
+        };
+        let wp = WordPiece::from_vocab(&vocab).unwrap();
+        let mut checked = 0;
+        for line in golden.lines().filter(|l| !l.trim().is_empty()) {
+            #[derive(serde::Deserialize)]
+            struct Case {
+                text: String,
+                ids: Vec<i64>,
+            }
+            let case: Case = serde_json::from_str(line).unwrap();
+            assert_eq!(wp.encode(&case.text, usize::MAX), case.ids, "text: {:?}", case.text);
+            checked += 1;
+        }
+        assert!(checked >= 100, "only {checked} golden cases");
+    }
+}

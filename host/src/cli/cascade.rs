@@ -1,0 +1,128 @@
+//! Flags shared by the commands that route: where the cloud is and how to escalate.
+
+use edgecascade::cloud::{Anthropic, CloudClient, OpenAi, Resilient, RetryPolicy};
+use edgecascade::router::{BudgetLimits, EscalationLog, Redactor};
+use edgecascade::{CascadeConfig, Metrics, Plugin, Router};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which API the cloud speaks.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Api {
+    /// OpenAI-compatible chat completions (also another `edgecascade serve`).
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct CascadeArgs {
+    /// Base URL of the large model's API, e.g. http://127.0.0.1:8080/v1. Without it, nothing escalates.
+    /// The key comes from $OPENAI_API_KEY (or $EDGECASCADE_API_KEY), or $ANTHROPIC_API_KEY.
+    #[arg(long, value_name = "URL")]
+    pub cloud: Option<String>,
+
+    /// The API the cloud speaks.
+    #[arg(long, value_enum, default_value = "openai")]
+    pub cloud_api: Api,
+
+    /// Model name to ask the cloud for [default: the manifest's policy.cloud_model, else the plugin's name].
+    #[arg(long, value_name = "NAME")]
+    pub cloud_model: Option<String>,
+
+    /// Escalate below this local confidence, 0 to 1 [default: the manifest's policy.threshold].
+    #[arg(long, value_name = "X")]
+    pub threshold: Option<f32>,
+
+    /// Whole-request deadline; the cloud gets what the local model leaves, e.g. 3s, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+
+    /// Cloud timeout for one attempt (connect + response).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cloud_timeout: Duration,
+
+    /// Attempts per cloud call, the first included (retries back off with jitter and honour Retry-After).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub attempts: u32,
+
+    /// Cloud calls allowed per minute, per plugin [default: unlimited].
+    #[arg(long, value_name = "N")]
+    pub budget_per_minute: Option<u32>,
+
+    /// Cloud calls allowed per day, per plugin [default: unlimited].
+    #[arg(long, value_name = "N")]
+    pub budget_per_day: Option<u32>,
+
+    /// Cloud answers cached for identical inputs (0 turns the cache off).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub cache_entries: usize,
+
+    /// Append every escalation (redacted input + cloud answer) to DIR/<plugin>.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub escalation_log: Option<PathBuf>,
+
+    /// Extra redaction rule PATTERN=REPLACEMENT (a regex), applied after the built-in
+    /// email, phone, card and IP rules (repeatable).
+    #[arg(long, value_name = "PATTERN=REPLACEMENT")]
+    pub redact: Vec<String>,
+
+    /// Turn the built-in redaction rules off.
+    #[arg(long)]
+    pub no_default_redaction: bool,
+}
+
+impl CascadeArgs {
+    /// The cloud client, wrapped with retries and a circuit breaker; `None` without --cloud.
+    pub fn client(&self) -> Option<Arc<dyn CloudClient>> {
+        let url = self.cloud.as_ref()?;
+        let policy = RetryPolicy { attempts: self.attempts.max(1), ..RetryPolicy::default() };
+        Some(match self.cloud_api {
+            Api::Openai => {
+                let mut c = OpenAi::with_url(url).config().clone();
+                c.read_timeout = self.cloud_timeout;
+                Arc::new(Resilient::new(OpenAi::new(c), policy))
+            }
+            Api::Anthropic => {
+                let mut c = Anthropic::with_url(url).config().clone();
+                c.read_timeout = self.cloud_timeout;
+                Arc::new(Resilient::new(Anthropic::new(c), policy))
+            }
+        })
+    }
+
+    /// The router for `plugin`, with these flags over the manifest's defaults.
+    pub fn router(
+        &self,
+        plugin: Plugin,
+        cloud: Option<Arc<dyn CloudClient>>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Router> {
+        let mut config = CascadeConfig::for_plugin(&plugin);
+        if let Some(t) = self.threshold {
+            anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold {t} is outside 0..1");
+            config.threshold = t;
+        }
+        if let Some(m) = &self.cloud_model {
+            config.cloud_model = m.clone();
+        }
+        config.deadline = self.deadline;
+        config.budget = BudgetLimits { per_minute: self.budget_per_minute, per_day: self.budget_per_day };
+        config.cache_entries = self.cache_entries;
+        let mut redactor = if self.no_default_redaction { Redactor::none() } else { Redactor::default() };
+        for rule in &self.redact {
+            let (pattern, replacement) =
+                rule.split_once('=').ok_or_else(|| anyhow::anyhow!("--redact {rule:?}: use PATTERN=REPLACEMENT"))?;
+            redactor =
+                redactor.with_rule(pattern, replacement).map_err(|e| anyhow::anyhow!("--redact {pattern:?}: {e}"))?;
+        }
+        config.redactor = redactor;
+        let name = plugin.name().to_string();
+        let mut router = Router::new(plugin, cloud, config, metrics);
+        if let Some(dir) = &self.escalation_log {
+            router = router.with_log(EscalationLog::open(dir.join(format!("{name}.jsonl")))?);
+        }
+        Ok(router)
+    }
+}

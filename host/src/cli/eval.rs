@@ -1,0 +1,206 @@
+//! `edgecascade eval` and `edgecascade calibrate`: replay a labelled set through the cascade.
+
+use super::Global;
+use super::cascade::CascadeArgs;
+use anyhow::Context;
+use edgecascade::eval::{self, Observation, Row, Summary, Target};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Replay a labelled JSONL set: accuracy of local-only, cloud-only and the cascade, and what it costs.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  \
+    edgecascade eval --plugin target/plugins/news-topic --cloud http://127.0.0.1:8080/v1 \\\n    \
+    --data models/data/news/test.jsonl --sweep --svg news-cascade.svg\n\n\
+    Each line of --data is {\"text\": ..., \"label\": ...} (or a JSON input object with a \"label\").\n\
+    Every row is answered once locally and once by the cloud (the answer cache is off);\n\
+    the cascade is the router's own decision on those answers.")]
+pub struct EvalArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Also report every threshold from 0 to 1 in steps of 0.05.
+    #[arg(long)]
+    sweep: bool,
+
+    /// Write the sweep's curve (accuracy against share served locally) as an SVG plot.
+    #[arg(long, value_name = "FILE", requires = "sweep")]
+    svg: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Pick the threshold that meets a target and write it into the plugin's manifest.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    edgecascade calibrate --plugin target/plugins/sentiment --cloud http://127.0.0.1:8080/v1 \\\n    \
+    --data models/data/sentiment/val.jsonl --target-accuracy 0.99\n  \
+    edgecascade calibrate ... --max-escalation 0.2 --dry-run\n\n\
+    Calibrate on a validation split, then check the result with eval on the test split.")]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Cascade accuracy of at least this fraction of cloud-only accuracy (0.99 = 99 %).
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        conflicts_with = "max_escalation",
+        required_unless_present = "max_escalation"
+    )]
+    target_accuracy: Option<f64>,
+
+    /// At most this share of requests escalated (0.2 = 20 %).
+    #[arg(long, value_name = "SHARE")]
+    max_escalation: Option<f64>,
+
+    /// Report the threshold without writing it into plugin.toml.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The (small) plugin package to evaluate.
+    #[arg(long, value_name = "DIR")]
+    plugin: PathBuf,
+
+    /// The labelled JSONL set.
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+
+    /// Use only the first N rows.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+
+    #[command(flatten)]
+    cascade: CascadeArgs,
+}
+
+fn observe(global: &Global, common: &Common) -> anyhow::Result<(Vec<Observation>, f32, String)> {
+    anyhow::ensure!(
+        common.cascade.cloud.is_some(),
+        "eval needs --cloud URL: cloud-only and the cascade need a large model"
+    );
+    let text = std::fs::read_to_string(&common.data).with_context(|| format!("reading {}", common.data.display()))?;
+    let rows = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .take(common.limit.unwrap_or(usize::MAX))
+        .map(|(i, l)| Row::from_json_line(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", common.data.display(), i + 1)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runtime = global.runtime()?;
+    let plugin = super::load_with_progress(&runtime, edgecascade::Package::open(&common.plugin)?.verify()?)?;
+    let name = plugin.name().to_string();
+    let mut cascade = common.cascade.clone();
+    cascade.cache_entries = 0;
+    let router = cascade.router(plugin, cascade.client(), edgecascade::Metrics::default())?;
+    let threshold = router.config().threshold;
+    let bar = indicatif::ProgressBar::new(rows.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
+    let obs = eval::observe(&router, &rows, || bar.inc(1));
+    bar.finish_and_clear();
+    Ok((obs, threshold, name))
+}
+
+fn table(s: &Summary) -> String {
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    let mut out =
+        format!("{:<12} {:>9} {:>15} {:>12} {:>9}\n", "", "accuracy", "served locally", "cloud calls", "tokens");
+    out += &format!("{:<12} {:>9} {:>15} {:>12} {:>9}\n", "local only", pct(s.local_accuracy), "100.0%", 0, 0);
+    out += &format!(
+        "{:<12} {:>9} {:>15} {:>12} {:>9}\n",
+        "cloud only",
+        pct(s.cloud_accuracy),
+        "0.0%",
+        s.cloud_only_calls,
+        s.cloud_only_tokens
+    );
+    out += &format!(
+        "{:<12} {:>9} {:>15} {:>12} {:>9}\n",
+        "cascade",
+        pct(s.cascade_accuracy),
+        pct(s.local_share),
+        s.cloud_calls,
+        s.cascade_tokens
+    );
+    out += &format!(
+        "PGR {:.2}; latency p50/p95: local {:.2}/{:.2} ms, escalated {:.1}/{:.1} ms\n",
+        s.pgr, s.local_latency.p50, s.local_latency.p95, s.escalated_latency.p50, s.escalated_latency.p95
+    );
+    out
+}
+
+pub fn run_eval(global: &Global, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let (obs, threshold, name) = observe(global, &args.common)?;
+    let summary = eval::summarize(&obs, threshold);
+    let curve = args.sweep.then(|| eval::sweep(&obs));
+    if let (Some(curve), Some(path)) = (&curve, &args.svg) {
+        let title = format!("{name}: cascade accuracy vs share served locally ({} rows)", obs.len());
+        std::fs::write(path, eval::svg(curve, &title)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"plugin": name, "summary": summary, "sweep": curve}))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{name} on {} ({} rows), threshold {threshold:.2}", args.common.data.display(), obs.len());
+    print!("{}", table(&summary));
+    if let Some(curve) = &curve {
+        println!("\n{:>9} {:>9} {:>15} {:>12}", "threshold", "accuracy", "served locally", "cloud calls");
+        for s in curve {
+            println!(
+                "{:>9.2} {:>8.1}% {:>14.1}% {:>12}",
+                s.threshold,
+                s.cascade_accuracy * 100.0,
+                s.local_share * 100.0,
+                s.cloud_calls
+            );
+        }
+    }
+    if let Some(path) = &args.svg {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_calibrate(global: &Global, args: &CalibrateArgs) -> anyhow::Result<ExitCode> {
+    let target = match (args.target_accuracy, args.max_escalation) {
+        (Some(a), None) => Target::AccuracyOfCloud(a),
+        (None, Some(e)) => Target::MaxEscalation(e),
+        _ => anyhow::bail!("give one of --target-accuracy or --max-escalation"),
+    };
+    let (obs, _, name) = observe(global, &args.common)?;
+    let Some(best) = eval::calibrate(&obs, target) else {
+        eprintln!("no threshold meets {target:?} on this data");
+        return Ok(ExitCode::from(1));
+    };
+    println!("{name}: threshold {:.4} meets {target:?} on {} rows", best.threshold, obs.len());
+    print!("{}", table(&best));
+    if !args.dry_run {
+        write_threshold(&args.common.plugin, best.threshold)?;
+        println!(
+            "wrote policy.threshold = {:.4} into {}",
+            best.threshold,
+            args.common.plugin.join("plugin.toml").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rewrites the manifest's `policy.threshold`, keeping everything else (hashes included).
+fn write_threshold(dir: &Path, threshold: f32) -> anyhow::Result<()> {
+    let mut manifest = edgecascade::Manifest::read(dir)?;
+    manifest.policy.threshold = threshold;
+    let path = dir.join(edgecascade::plugin::manifest::MANIFEST_FILE);
+    std::fs::write(&path, manifest.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Parse, then resolve: clap turns arguments into one `Cli`, and each
+//! subcommand reads only that.
+
+mod cascade;
+mod eval;
+mod inspect;
+mod pack;
+mod run;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use edgecascade::{Runtime, RuntimeConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "edgecascade",
+    version,
+    about = "Run sandboxed wasm ML plugins at the edge; escalate to a large model when unsure.",
+    after_help = "Examples:\n  edgecascade run --plugin target/plugins/news-topic --text \"Rates rose again\"\n  \
+                  edgecascade inspect target/plugins/news-topic\n  \
+                  edgecascade run --model model.onnx --tensor input.npy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    #[command(flatten)]
+    global: Global,
+}
+
+#[derive(clap::Args)]
+pub struct Global {
+    /// Where compiled modules are cached [default: $EDGECASCADE_CACHE_DIR, else ~/.cache/edgecascade].
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile plugins every time instead of using the cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+
+    /// Log more to stderr: -v for load and cache events, -vv for debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::Args),
+    Serve(serve::Args),
+    Eval(eval::EvalArgs),
+    Calibrate(eval::CalibrateArgs),
+    Inspect(inspect::Args),
+    Pack(pack::Args),
+}
+
+impl Global {
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        let defaults = RuntimeConfig::default();
+        let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or(defaults.cache_dir) };
+        Ok(Runtime::new(RuntimeConfig { cache_dir, ..defaults })?)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.global.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGECASCADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("edgecascade={level}")));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
+    let result = match &cli.command {
+        Command::Run(args) => run::run(&cli.global, args),
+        Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Eval(args) => eval::run_eval(&cli.global, args),
+        Command::Calibrate(args) => eval::run_calibrate(&cli.global, args),
+        Command::Inspect(args) => inspect::run(&cli.global, args),
+        Command::Pack(args) => pack::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads a verified package, with a spinner when it must be compiled first.
+pub fn load_with_progress(
+    runtime: &Runtime,
+    package: edgecascade::VerifiedPackage,
+) -> anyhow::Result<edgecascade::Plugin> {
+    let name = package.manifest().plugin.name.clone();
+    let spinner = (!runtime.is_cached(&package)).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+        bar.set_message(format!(
+            "compiling {name} ({:.1} MB of wasm; once, then cached)",
+            package.wasm().len() as f64 / 1e6
+        ));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let plugin = runtime.load_verified(package);
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    let plugin = plugin?;
+    let r = plugin.load_report();
+    let how = match r.cache {
+        edgecascade::CacheOutcome::Hit => "module from cache",
+        edgecascade::CacheOutcome::Compiled => "compiled and cached",
+        edgecascade::CacheOutcome::Rebuilt => "cache entry corrupt; recompiled",
+        edgecascade::CacheOutcome::Uncached => "compiled (not cached)",
+    };
+    tracing::info!(
+        "loaded {} {}: {how} in {} ms, first instance in {} ms",
+        plugin.name(),
+        plugin.version(),
+        r.module_time.as_millis(),
+        r.instantiate_time.as_millis()
+    );
+    Ok(plugin)
+}

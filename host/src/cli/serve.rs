@@ -1,0 +1,83 @@
+//! `edgecascade serve`: an HTTP tier (OpenAI-compatible and native JSON).
+
+use super::Global;
+use super::cascade::CascadeArgs;
+use anyhow::Context;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Serve plugins over HTTP: OpenAI-compatible chat completions, native JSON, metrics.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    # A cloud tier with the large plugins:\n  \
+    edgecascade serve --listen 127.0.0.1:8080 --plugin target/plugins/news-topic-large\n  \
+    # An edge gateway that escalates to it:\n  \
+    edgecascade serve --listen 127.0.0.1:8081 --plugin target/plugins/news-topic --cloud http://127.0.0.1:8080/v1\n\n\
+    Routes: POST /v1/chat/completions (model = plugin name), POST /v1/plugins/{name}/infer,\n\
+    GET /v1/models, GET /healthz, GET /metrics. Once listening, the first line on stdout is\n\
+    `listening on http://ADDR`. SIGINT or SIGTERM stops accepting and drains in-flight requests.")]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// A plugin package to serve (repeatable).
+    #[arg(long = "plugin", value_name = "DIR", required = true)]
+    plugins: Vec<PathBuf>,
+
+    /// Worker threads for the HTTP server; plugin calls run on a separate blocking pool.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    workers: usize,
+
+    #[command(flatten)]
+    cascade: CascadeArgs,
+}
+
+pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
+    let runtime = global.runtime()?;
+    let metrics = edgecascade::Metrics::default();
+    let cloud = args.cascade.client();
+    let mut routers = Vec::new();
+    for dir in &args.plugins {
+        let package = edgecascade::Package::open(dir)?.verify()?;
+        let plugin = super::load_with_progress(&runtime, package)?;
+        routers.push(args.cascade.router(plugin, cloud.clone(), metrics.clone())?);
+    }
+    let state = edgecascade::serve::AppState::new(routers, metrics);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.max(1))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("listening on http://{addr}");
+        std::io::stdout().flush()?;
+        tracing::info!("serving {:?} on http://{addr}", state.names());
+        edgecascade::serve::run(listener, state, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

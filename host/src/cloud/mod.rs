@@ -1,0 +1,164 @@
+//! Cloud clients: large models behind one trait.
+//!
+//! A [`CloudClient`] takes chat messages (phrased by the plugin) and returns
+//! the reply's text and token usage. [`OpenAi`] speaks the OpenAI-compatible
+//! chat-completions API (and so talks to another edgecascade tier, see
+//! `edgecascade serve`); [`Anthropic`] speaks the Messages API.
+//! [`Resilient`] wraps any client with retries, backoff with jitter that
+//! honours `Retry-After`, and a circuit breaker.
+
+mod anthropic;
+mod http;
+mod openai;
+mod resilient;
+
+pub use anthropic::Anthropic;
+pub use openai::OpenAi;
+pub use resilient::{BreakerState, Resilient, RetryPolicy};
+
+use edgecascade_abi::ChatMessage;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// One request to a large model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatRequest {
+    /// The model to ask.
+    pub model: String,
+    /// The conversation, as the plugin phrased it.
+    pub messages: Vec<ChatMessage>,
+    /// An upper bound on the reply's length.
+    pub max_tokens: u32,
+}
+
+/// Token counts of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the request.
+    pub prompt_tokens: u32,
+    /// Tokens in the reply.
+    pub completion_tokens: u32,
+    /// Their sum.
+    pub total_tokens: u32,
+}
+
+/// A large model's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReply {
+    /// The reply's text.
+    pub content: String,
+    /// Tokens used.
+    pub usage: Usage,
+}
+
+/// Why a cloud call failed. Every variant maps to a metrics label via [`CloudError::kind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloudError {
+    /// No answer before the deadline (connect, headers or body).
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made (refused, unreachable, DNS, TLS).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The server answered with an error status.
+    #[error("HTTP {status}{}: {body}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The `Retry-After` the server asked for, if any.
+        retry_after: Option<Duration>,
+        /// The start of the body, for logs.
+        body: String,
+    },
+    /// The reply is not what the API promises: not JSON, the wrong content
+    /// type, invalid UTF-8, no message, or too large.
+    #[error("bad reply: {0}")]
+    BadReply(String),
+    /// The circuit breaker is open: the cloud failed repeatedly and is being left alone.
+    #[error("circuit open: skipping the cloud for {0:?}")]
+    CircuitOpen(Duration),
+    /// The plugin's cloud budget is used up.
+    #[error("cloud budget exhausted ({0})")]
+    BudgetExhausted(&'static str),
+    /// Redirects are not followed: an API endpoint that redirects is misconfigured.
+    #[error("redirect refused: {0}")]
+    Redirect(String),
+}
+
+impl CloudError {
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CloudError::Timeout(_) => "timeout",
+            CloudError::Connect(_) => "connect",
+            CloudError::Status { status: 429, .. } => "rate_limited",
+            CloudError::Status { status, .. } if *status >= 500 => "server_error",
+            CloudError::Status { .. } => "client_error",
+            CloudError::BadReply(_) => "bad_reply",
+            CloudError::CircuitOpen(_) => "circuit_open",
+            CloudError::BudgetExhausted(_) => "budget",
+            CloudError::Redirect(_) => "redirect",
+        }
+    }
+
+    /// Whether trying again may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CloudError::Timeout(_) | CloudError::Connect(_) => true,
+            CloudError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Whether the failure says something about the cloud's health (for the breaker).
+    pub fn counts_against_health(&self) -> bool {
+        !matches!(self, CloudError::BudgetExhausted(_) | CloudError::CircuitOpen(_))
+    }
+}
+
+/// A large model behind some API.
+pub trait CloudClient: Send + Sync {
+    /// Sends one request; must give up by `deadline`.
+    fn complete(&self, request: &ChatRequest, deadline: Instant) -> Result<ChatReply, CloudError>;
+
+    /// A name for logs: the provider and endpoint.
+    fn describe(&self) -> String;
+}
+
+/// Settings shared by the HTTP clients.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Base URL, such as `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// The API key. Sent as a header, never logged. Default: from the environment.
+    pub api_key: Option<String>,
+    /// Connect timeout. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Timeout for the whole response, headers and body. Default 10 s (a
+    /// request's own deadline cuts it shorter).
+    pub read_timeout: Duration,
+    /// Largest response body read, in bytes. Default 1 MiB.
+    pub max_body: u64,
+}
+
+impl HttpConfig {
+    /// Defaults for `base_url`, with the key from `key_env` if set.
+    pub fn new(base_url: impl Into<String>, key_env: &str) -> HttpConfig {
+        HttpConfig {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            api_key: std::env::var(key_env).ok().filter(|k| !k.is_empty()),
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(10),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+/// The first bytes of a body, for error messages (never the whole of a huge one).
+pub(crate) fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(200).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! The on-disk cache of compiled modules.
+//!
+//! Cranelift needs 10-24 s for a tract guest; deserializing takes tens of
+//! milliseconds. An entry is keyed by the wasm's sha256, the engine's
+//! compatibility hash (target, settings) and the wasmtime version, and it
+//! carries its own sha256, because wasmtime trusts deserialized code
+//! completely: a corrupt entry is detected, deleted and rebuilt, never loaded.
+
+use crate::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::{Engine, Module};
+
+const MAGIC: &[u8; 8] = b"ECMOD001";
+const HEADER: usize = MAGIC.len() + 32;
+
+/// How a module was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheOutcome {
+    /// Deserialized from a valid cache entry; no compilation.
+    Hit,
+    /// Compiled, then stored.
+    Compiled,
+    /// A cache entry was corrupt; it was removed and the module recompiled.
+    Rebuilt,
+    /// Compiled; caching is off or the entry could not be written.
+    Uncached,
+}
+
+/// A directory of compiled modules.
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    dir: PathBuf,
+}
+
+/// Feeds `Hash` output into a sha256, to turn wasmtime's compatibility hash into key bytes.
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl ModuleCache {
+    /// A cache in `dir` (created on first store).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ModuleCache { dir: dir.into() }
+    }
+
+    /// The default directory: `$EDGECASCADE_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/edgecascade`, else `~/.cache/edgecascade`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("EDGECASCADE_CACHE_DIR") {
+            return Some(d.into());
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(d).join("edgecascade"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("edgecascade"))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry path for a module with this wasm hash, on this engine.
+    pub fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", cache_key(engine, wasm_sha256)))
+    }
+
+    /// Loads a valid entry. `Ok(None)` when absent; a corrupt entry is removed and reported as `Err`.
+    pub(crate) fn load(&self, engine: &Engine, wasm_sha256: &str) -> Result<Option<Module>> {
+        let path = self.entry_path(engine, wasm_sha256);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Cache(format!("reading {}: {e}", path.display()))),
+        };
+        let corrupt = |why: String| {
+            let _ = std::fs::remove_file(&path);
+            Error::Cache(format!("{} is corrupt ({why}); removed it", path.display()))
+        };
+        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(corrupt("bad header".into()));
+        }
+        let (header, artifact) = bytes.split_at(HEADER);
+        if Sha256::digest(artifact).as_slice() != &header[MAGIC.len()..] {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        // SAFETY: the artifact is byte-for-byte what `Module::serialize` wrote
+        // for this engine's settings (checked by the sha256 above and by the
+        // key); wasmtime also checks its own header and version.
+        match unsafe { Module::deserialize(engine, artifact) } {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => Err(corrupt(format!("{e}"))),
+        }
+    }
+
+    /// Stores a compiled module. Errors (a full disk) are returned for the
+    /// caller to log; the module is usable either way.
+    pub(crate) fn store(&self, engine: &Engine, wasm_sha256: &str, module: &Module) -> Result<PathBuf> {
+        let artifact = module.serialize().map_err(|e| Error::Cache(format!("serializing: {e}")))?;
+        let mut bytes = Vec::with_capacity(HEADER + artifact.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&Sha256::digest(&artifact));
+        bytes.extend_from_slice(&artifact);
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::Cache(format!("creating {}: {e}", self.dir.display())))?;
+        let path = self.entry_path(engine, wasm_sha256);
+        crate::plugin::write_atomic(&path, &bytes).map_err(|e| Error::Cache(e.to_string()))?;
+        Ok(path)
+    }
+}
+
+/// sha256 over the wasm's hash, wasmtime's version and the engine's compatibility hash.
+fn cache_key(engine: &Engine, wasm_sha256: &str) -> String {
+    let mut h = ShaHasher(Sha256::new());
+    h.write(wasm_sha256.as_bytes());
+    h.write(wasmtime_version().as_bytes());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    hex::encode(h.0.finalize())
+}
+
+/// The wasmtime version this host is built with.
+pub fn wasmtime_version() -> &'static str {
+    "48.0.8"
+}

@@ -1,0 +1,180 @@
+//! The one error type of the library: every failure names its cause.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong loading or running a plugin.
+///
+/// Variants name the cause, so callers can match on them: a guest that ran
+/// past its deadline is [`Error::Deadline`], not a generic trap. After any
+/// guest fault the plugin stays usable: the faulty instance is dropped and
+/// the next call gets a fresh one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `plugin.toml` is not a valid manifest.
+    #[error("bad manifest {path}: {message}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+
+    /// A package file's sha256 does not match its manifest.
+    #[error("hash mismatch for {file}: manifest says {expected}, file has {actual}")]
+    HashMismatch {
+        /// The file, relative to the package.
+        file: String,
+        /// The hash in the manifest.
+        expected: String,
+        /// The hash of the file as it is.
+        actual: String,
+    },
+
+    /// The plugin speaks another ABI version than this host.
+    #[error("plugin {plugin} speaks guest ABI v{found}; this host speaks v{expected}")]
+    AbiMismatch {
+        /// The plugin.
+        plugin: String,
+        /// The host's ABI version.
+        expected: u32,
+        /// The plugin's.
+        found: i64,
+    },
+
+    /// The bytes are not a valid WebAssembly module, or it cannot be compiled.
+    #[error("invalid wasm in {plugin}: {message}")]
+    InvalidWasm {
+        /// The plugin.
+        plugin: String,
+        /// The compiler's or validator's message.
+        message: String,
+    },
+
+    /// The module lacks an export the ABI requires, or it has the wrong type.
+    #[error("plugin {plugin} does not export {export} ({detail})")]
+    MissingExport {
+        /// The plugin.
+        plugin: String,
+        /// The export's name.
+        export: String,
+        /// Missing, or the type it has.
+        detail: String,
+    },
+
+    /// The module imports something the sandbox does not provide.
+    #[error("plugin {plugin} cannot be instantiated: {message}")]
+    Instantiate {
+        /// The plugin.
+        plugin: String,
+        /// Wasmtime's message, naming the import.
+        message: String,
+    },
+
+    /// The guest could not load a model; tract's message names the op or node.
+    #[error("plugin {plugin} rejected its model: {message}")]
+    ModelRejected {
+        /// The plugin.
+        plugin: String,
+        /// The guest's message.
+        message: String,
+    },
+
+    /// A guest call ran past its deadline and was interrupted.
+    #[error("plugin {plugin} exceeded its {deadline:?} deadline")]
+    Deadline {
+        /// The plugin.
+        plugin: String,
+        /// The deadline that was hit.
+        deadline: Duration,
+    },
+
+    /// The guest tried to grow its memory past the cap.
+    #[error("plugin {plugin} hit its memory cap of {cap} bytes")]
+    MemoryCap {
+        /// The plugin.
+        plugin: String,
+        /// The cap.
+        cap: u64,
+    },
+
+    /// The guest panicked.
+    #[error("plugin {plugin} panicked: {message}")]
+    GuestPanic {
+        /// The plugin.
+        plugin: String,
+        /// The panic message the guest reported.
+        message: String,
+    },
+
+    /// The guest trapped for another reason (stack overflow, out-of-bounds access, exit).
+    #[error("plugin {plugin} trapped: {trap}")]
+    GuestTrap {
+        /// The plugin.
+        plugin: String,
+        /// The trap.
+        trap: String,
+    },
+
+    /// The guest returned bytes that break the ABI.
+    #[error("plugin {plugin} returned malformed output: {detail}")]
+    MalformedOutput {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The guest reported an error of its own (for example bad input).
+    #[error("plugin {plugin} failed: {kind:?}: {message}")]
+    Guest {
+        /// The plugin.
+        plugin: String,
+        /// The class of error the guest reported.
+        kind: edgecascade_abi::ErrorKind,
+        /// Its message.
+        message: String,
+    },
+
+    /// The compiled-module cache could not be used. Loading goes on without it.
+    #[error("module cache: {0}")]
+    Cache(String),
+
+    /// The wasm engine could not be configured.
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// Whether this error came from the guest misbehaving (a trap, the
+    /// deadline, the memory cap, malformed output), as opposed to the input
+    /// or the package.
+    pub fn is_guest_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::Deadline { .. }
+                | Error::MemoryCap { .. }
+                | Error::GuestPanic { .. }
+                | Error::GuestTrap { .. }
+                | Error::MalformedOutput { .. }
+        )
+    }
+}
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

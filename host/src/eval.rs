@@ -1,0 +1,338 @@
+//! Replaying a labelled set through the cascade: accuracy of local-only,
+//! cloud-only and the cascade, the share served locally, cloud calls and
+//! tokens, latency per source, and RouteLLM's PGR (the share of the
+//! small→large accuracy gap the cascade recovers).
+//!
+//! Each row is answered once locally and once by the cloud; the cascade at any
+//! threshold is then the router's own decision applied to those answers, so a
+//! sweep over thresholds costs nothing more.
+
+use crate::plugin::Input;
+use crate::router::{Mode, Router};
+use serde::Serialize;
+
+/// One labelled example.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The input.
+    pub input: Input,
+    /// The expected label.
+    pub label: String,
+}
+
+impl Row {
+    /// Reads a JSONL line: `{"text": …, "label": …}`, or any JSON object with a
+    /// `label` (the rest is the plugin's JSON input, as for digits' `pixels`).
+    pub fn from_json_line(line: &str) -> Result<Row, String> {
+        let mut value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+        let label = value
+            .get("label")
+            .and_then(|l| l.as_str().map(str::to_string).or_else(|| l.as_i64().map(|i| i.to_string())))
+            .ok_or("no \"label\"")?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("label");
+        }
+        let input = match value.get("text").and_then(|t| t.as_str()) {
+            Some(text) => Input::text(text),
+            None => Input::json(&value),
+        };
+        Ok(Row { input, label })
+    }
+}
+
+/// What each tier made of one row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    /// The expected label.
+    pub truth: String,
+    /// The local label; `None` when the plugin declined or failed.
+    pub local_label: Option<String>,
+    /// The local confidence (0 when there was no answer).
+    pub local_confidence: f32,
+    /// Milliseconds in the local model.
+    pub local_ms: f64,
+    /// The cloud label; `None` when the cloud failed.
+    pub cloud_label: Option<String>,
+    /// Milliseconds in the cloud.
+    pub cloud_ms: f64,
+    /// Tokens the cloud call used.
+    pub cloud_tokens: u64,
+}
+
+impl Observation {
+    /// Whether the router keeps this row local at `threshold`.
+    pub fn local_at(&self, threshold: f32) -> bool {
+        self.local_label.is_some() && self.local_confidence >= threshold
+    }
+
+    /// The label the cascade returns at `threshold` (a failed cloud falls back to local).
+    pub fn cascade_label(&self, threshold: f32) -> Option<&str> {
+        if self.local_at(threshold) {
+            self.local_label.as_deref()
+        } else {
+            self.cloud_label.as_deref().or(self.local_label.as_deref())
+        }
+    }
+}
+
+/// Answers every row locally and in the cloud. `router` should have its
+/// answer cache off, so cloud-only numbers are real calls.
+pub fn observe(router: &Router, rows: &[Row], mut progress: impl FnMut()) -> Vec<Observation> {
+    rows.iter()
+        .map(|row| {
+            let local = router.route(&row.input, Mode::LocalOnly);
+            let cloud = router.route(&row.input, Mode::CloudOnly);
+            progress();
+            Observation {
+                truth: row.label.clone(),
+                local_label: local.answer.as_ref().and_then(|a| a.label.clone()),
+                local_confidence: local.answer.as_ref().map(|a| a.confidence).unwrap_or(0.0),
+                local_ms: local.latency_ms.local.unwrap_or(0.0),
+                cloud_label: if cloud.cloud_error.is_none() {
+                    cloud.answer.as_ref().and_then(|a| a.label.clone())
+                } else {
+                    None
+                },
+                cloud_ms: cloud.latency_ms.cloud.unwrap_or(0.0),
+                cloud_tokens: cloud.tokens.map(|t| t.total_tokens as u64).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+}
+
+fn percentiles(mut v: Vec<f64>) -> Percentiles {
+    if v.is_empty() {
+        return Percentiles::default();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Percentiles { p50: at(0.5), p95: at(0.95) }
+}
+
+/// The cascade at one threshold.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// The threshold.
+    pub threshold: f32,
+    /// Rows.
+    pub rows: usize,
+    /// Accuracy of the local model alone (a declined row counts as wrong).
+    pub local_accuracy: f64,
+    /// Accuracy of the cloud alone (a failed call counts as wrong).
+    pub cloud_accuracy: f64,
+    /// Accuracy of the cascade.
+    pub cascade_accuracy: f64,
+    /// Share of rows the cascade keeps local.
+    pub local_share: f64,
+    /// Cloud calls the cascade makes.
+    pub cloud_calls: usize,
+    /// Cloud calls cloud-only makes (one per row).
+    pub cloud_only_calls: usize,
+    /// Tokens the cascade spends.
+    pub cascade_tokens: u64,
+    /// Tokens cloud-only spends.
+    pub cloud_only_tokens: u64,
+    /// The share of the local→cloud accuracy gap the cascade recovers.
+    pub pgr: f64,
+    /// Latency of rows served locally.
+    pub local_latency: Percentiles,
+    /// Latency of escalated rows (local attempt plus cloud).
+    pub escalated_latency: Percentiles,
+}
+
+/// The cascade at `threshold`.
+pub fn summarize(obs: &[Observation], threshold: f32) -> Summary {
+    let n = obs.len().max(1) as f64;
+    let hits = |f: &dyn Fn(&Observation) -> Option<&str>| {
+        obs.iter().filter(|o| f(o) == Some(o.truth.as_str())).count() as f64 / n
+    };
+    let local_accuracy = hits(&|o| o.local_label.as_deref());
+    let cloud_accuracy = hits(&|o| o.cloud_label.as_deref());
+    let cascade_accuracy = hits(&|o| o.cascade_label(threshold));
+    let local_rows: Vec<&Observation> = obs.iter().filter(|o| o.local_at(threshold)).collect();
+    let escalated: Vec<&Observation> = obs.iter().filter(|o| !o.local_at(threshold)).collect();
+    let gap = cloud_accuracy - local_accuracy;
+    Summary {
+        threshold,
+        rows: obs.len(),
+        local_accuracy,
+        cloud_accuracy,
+        cascade_accuracy,
+        local_share: local_rows.len() as f64 / n,
+        cloud_calls: escalated.len(),
+        cloud_only_calls: obs.len(),
+        cascade_tokens: escalated.iter().map(|o| o.cloud_tokens).sum(),
+        cloud_only_tokens: obs.iter().map(|o| o.cloud_tokens).sum(),
+        pgr: if gap.abs() < 1e-12 { 1.0 } else { (cascade_accuracy - local_accuracy) / gap },
+        local_latency: percentiles(local_rows.iter().map(|o| o.local_ms).collect()),
+        escalated_latency: percentiles(escalated.iter().map(|o| o.local_ms + o.cloud_ms).collect()),
+    }
+}
+
+/// The cascade at thresholds 0, 0.05, …, 1.
+pub fn sweep(obs: &[Observation]) -> Vec<Summary> {
+    (0..=20).map(|i| summarize(obs, i as f32 / 20.0)).collect()
+}
+
+/// What `calibrate` aims for.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// Cascade accuracy at least this fraction of cloud-only accuracy (0.99 = 99 %).
+    AccuracyOfCloud(f64),
+    /// At most this share of requests escalated (0.2 = 20 %).
+    MaxEscalation(f64),
+}
+
+/// The threshold that meets `target` while keeping the most requests local:
+/// the lowest threshold for an accuracy target, the highest for an escalation cap.
+pub fn calibrate(obs: &[Observation], target: Target) -> Option<Summary> {
+    // Candidate thresholds: every distinct local confidence, plus the ends.
+    let mut candidates: Vec<f32> = obs.iter().map(|o| o.local_confidence).chain([0.0, 1.0]).collect();
+    candidates.sort_by(f32::total_cmp);
+    candidates.dedup();
+    match target {
+        Target::AccuracyOfCloud(fraction) => candidates
+            .iter()
+            .map(|&t| summarize(obs, t))
+            .find(|s| s.cascade_accuracy + 1e-12 >= fraction * s.cloud_accuracy),
+        Target::MaxEscalation(share) => {
+            candidates.iter().rev().map(|&t| summarize(obs, t)).find(|s| 1.0 - s.local_share <= share + 1e-12)
+        }
+    }
+}
+
+/// An SVG plot of cascade accuracy against the share served locally.
+pub fn svg(curve: &[Summary], title: &str) -> String {
+    let (w, h, pad) = (640.0, 420.0, 56.0);
+    let accs: Vec<f64> = curve.iter().flat_map(|s| [s.cascade_accuracy, s.local_accuracy, s.cloud_accuracy]).collect();
+    let lo = (accs.iter().copied().fold(1.0, f64::min) - 0.02).max(0.0);
+    let hi = (accs.iter().copied().fold(0.0, f64::max) + 0.01).min(1.0);
+    let x = |share: f64| pad + share * (w - 2.0 * pad);
+    let y = |acc: f64| h - pad - (acc - lo) / (hi - lo).max(1e-9) * (h - 2.0 * pad);
+    let mut points: Vec<(f64, f64, f32)> =
+        curve.iter().map(|s| (s.local_share, s.cascade_accuracy, s.threshold)).collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let path: Vec<String> = points.iter().map(|(s, a, _)| format!("{:.1},{:.1}", x(*s), y(*a))).collect();
+    let mut out = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="22" text-anchor="middle" font-size="15">{title}</text>
+<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="black"/>
+<text x="{}" y="{}" text-anchor="middle">share of requests served locally</text>
+<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">accuracy</text>
+"##,
+        w / 2.0,
+        w / 2.0,
+        h - 14.0,
+        h / 2.0,
+        h / 2.0,
+        b = h - pad,
+        r = w - pad,
+    );
+    for i in 0..=4 {
+        let share = i as f64 / 4.0;
+        let acc = lo + (hi - lo) * i as f64 / 4.0;
+        out += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}%</text>\n",
+            x(share),
+            h - pad + 16.0,
+            share * 100.0
+        );
+        out += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.1}%</text>\n",
+            pad - 6.0,
+            y(acc) + 4.0,
+            acc * 100.0
+        );
+    }
+    if let Some(first) = curve.first() {
+        for (acc, label, color) in
+            [(first.cloud_accuracy, "cloud only", "#c0392b"), (first.local_accuracy, "local only", "#2980b9")]
+        {
+            out += &format!(
+                "<line x1=\"{pad}\" y1=\"{yy:.1}\" x2=\"{r}\" y2=\"{yy:.1}\" stroke=\"{color}\" stroke-dasharray=\"5,4\"/>\n<text x=\"{r}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{color}\">{label}</text>\n",
+                y(acc) - 4.0,
+                yy = y(acc),
+                r = w - pad
+            );
+        }
+    }
+    out += &format!("<polyline fill=\"none\" stroke=\"#27ae60\" stroke-width=\"2\" points=\"{}\"/>\n", path.join(" "));
+    for (s, a, t) in &points {
+        out += &format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#27ae60\"><title>threshold {t:.2}</title></circle>\n",
+            x(*s),
+            y(*a)
+        );
+    }
+    out + "</svg>\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(truth: &str, local: Option<&str>, conf: f32, cloud: Option<&str>) -> Observation {
+        Observation {
+            truth: truth.into(),
+            local_label: local.map(str::to_string),
+            local_confidence: conf,
+            local_ms: 1.0,
+            cloud_label: cloud.map(str::to_string),
+            cloud_ms: 10.0,
+            cloud_tokens: 5,
+        }
+    }
+
+    fn sample() -> Vec<Observation> {
+        vec![
+            obs("a", Some("a"), 0.9, Some("a")),
+            obs("b", Some("a"), 0.4, Some("b")),
+            obs("c", None, 0.0, Some("c")),
+            obs("a", Some("a"), 0.7, Some("b")),
+        ]
+    }
+
+    #[test]
+    fn summary_counts_the_cascade_like_the_router() {
+        let s = summarize(&sample(), 0.5);
+        assert_eq!((s.local_accuracy, s.cloud_accuracy, s.cascade_accuracy), (0.5, 0.75, 1.0));
+        assert_eq!((s.local_share, s.cloud_calls, s.cascade_tokens), (0.5, 2, 10));
+        assert!((s.pgr - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn calibrate_meets_targets_with_the_most_local_traffic() {
+        let s = calibrate(&sample(), Target::AccuracyOfCloud(1.0)).unwrap();
+        assert!(s.cascade_accuracy >= s.cloud_accuracy);
+        assert_eq!(s.local_share, 0.5);
+        let s = calibrate(&sample(), Target::MaxEscalation(0.25)).unwrap();
+        assert!(1.0 - s.local_share <= 0.25);
+    }
+
+    #[test]
+    fn rows_parse_text_and_json_inputs() {
+        let r = Row::from_json_line(r#"{"text": "hi", "label": "x"}"#).unwrap();
+        assert_eq!((r.input.as_text(), r.label.as_str()), (Some("hi"), "x"));
+        let r = Row::from_json_line(r#"{"pixels": [1, 2], "label": 3}"#).unwrap();
+        assert_eq!((r.input.as_text(), r.label.as_str()), (Some(r#"{"pixels":[1,2]}"#), "3"));
+        assert!(Row::from_json_line(r#"{"text": "no label"}"#).is_err());
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_one_point_per_threshold() {
+        let curve = sweep(&sample());
+        let svg = svg(&curve, "test");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<circle").count(), curve.len());
+    }
+}

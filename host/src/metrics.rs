@@ -1,0 +1,185 @@
+//! Prometheus metrics of the router and the server (`GET /metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BySource {
+    plugin: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByReason {
+    plugin: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByKind {
+    plugin: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByWindow {
+    plugin: String,
+    window: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByPlugin {
+    plugin: String,
+}
+
+/// The metrics registry, cheap to clone and shared by every router of a process.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<BySource, Counter>,
+    escalations: Family<ByReason, Counter>,
+    latency: Family<BySource, Histogram>,
+    cloud_errors: Family<ByKind, Counter>,
+    budget: Family<ByWindow, Gauge>,
+    confidence: Family<ByPlugin, Histogram>,
+    degraded: Family<ByPlugin, Counter>,
+    cache_hits: Family<ByPlugin, Counter>,
+    log_errors: Family<ByPlugin, Counter>,
+    shadow_disagreements: Family<ByPlugin, Counter>,
+    shadow_compared: Family<ByPlugin, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("edgecascade");
+        let requests = Family::<BySource, Counter>::default();
+        let escalations = Family::<ByReason, Counter>::default();
+        let latency = Family::<BySource, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        let cloud_errors = Family::<ByKind, Counter>::default();
+        let budget = Family::<ByWindow, Gauge>::default();
+        let confidence =
+            Family::<ByPlugin, Histogram>::new_with_constructor(|| Histogram::new((1..=10).map(|i| i as f64 / 10.0)));
+        let degraded = Family::<ByPlugin, Counter>::default();
+        let cache_hits = Family::<ByPlugin, Counter>::default();
+        let log_errors = Family::<ByPlugin, Counter>::default();
+        let shadow_disagreements = Family::<ByPlugin, Counter>::default();
+        let shadow_compared = Family::<ByPlugin, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by plugin and source (local, cloud, local_fallback)",
+            requests.clone(),
+        );
+        registry.register("escalations", "Requests sent to the cloud tier, by reason", escalations.clone());
+        registry.register("request_latency_seconds", "End-to-end request latency, by source", latency.clone());
+        registry.register("cloud_errors", "Failed cloud calls, by kind", cloud_errors.clone());
+        registry.register(
+            "cloud_budget_remaining",
+            "Cloud calls left in the current window (unlimited windows are absent)",
+            budget.clone(),
+        );
+        registry.register("local_confidence", "Confidence of local answers", confidence.clone());
+        registry.register(
+            "degraded",
+            "Answers returned degraded (a local fallback after a cloud failure)",
+            degraded.clone(),
+        );
+        registry.register("cloud_cache_hits", "Escalations answered from the cloud-answer cache", cache_hits.clone());
+        registry.register(
+            "escalation_log_errors",
+            "Escalations that could not be written to the log",
+            log_errors.clone(),
+        );
+        registry.register("shadow_compared", "Requests also answered by a shadow version", shadow_compared.clone());
+        registry.register(
+            "shadow_disagreements",
+            "Requests where the shadow version's label differed",
+            shadow_disagreements.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                escalations,
+                latency,
+                cloud_errors,
+                budget,
+                confidence,
+                degraded,
+                cache_hits,
+                log_errors,
+                shadow_disagreements,
+                shadow_compared,
+            }),
+        }
+    }
+}
+
+fn p(plugin: &str) -> ByPlugin {
+    ByPlugin { plugin: plugin.to_string() }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    pub(crate) fn request(&self, plugin: &str, source: &str, seconds: f64) {
+        let labels = BySource { plugin: plugin.to_string(), source: source.to_string() };
+        self.inner.requests.get_or_create(&labels).inc();
+        self.inner.latency.get_or_create(&labels).observe(seconds);
+    }
+
+    pub(crate) fn escalation(&self, plugin: &str, reason: &str) {
+        self.inner
+            .escalations
+            .get_or_create(&ByReason { plugin: plugin.to_string(), reason: reason.to_string() })
+            .inc();
+    }
+
+    pub(crate) fn cloud_error(&self, plugin: &str, kind: &str) {
+        self.inner.cloud_errors.get_or_create(&ByKind { plugin: plugin.to_string(), kind: kind.to_string() }).inc();
+    }
+
+    pub(crate) fn budget(&self, plugin: &str, window: &str, remaining: u32) {
+        let labels = ByWindow { plugin: plugin.to_string(), window: window.to_string() };
+        self.inner.budget.get_or_create(&labels).set(remaining as i64);
+    }
+
+    pub(crate) fn confidence(&self, plugin: &str, confidence: f32) {
+        self.inner.confidence.get_or_create(&p(plugin)).observe(confidence as f64);
+    }
+
+    pub(crate) fn degraded(&self, plugin: &str) {
+        self.inner.degraded.get_or_create(&p(plugin)).inc();
+    }
+
+    pub(crate) fn cache_hit(&self, plugin: &str) {
+        self.inner.cache_hits.get_or_create(&p(plugin)).inc();
+    }
+
+    pub(crate) fn log_error(&self, plugin: &str) {
+        self.inner.log_errors.get_or_create(&p(plugin)).inc();
+    }
+
+    pub(crate) fn shadow(&self, plugin: &str, agreed: bool) {
+        self.inner.shadow_compared.get_or_create(&p(plugin)).inc();
+        if !agreed {
+            self.inner.shadow_disagreements.get_or_create(&p(plugin)).inc();
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! `plugin.toml`, manifest format v1: the typed contract of a plugin package.
+//!
+//! ```toml
+//! [plugin]
+//! name = "news-topic"            # [a-z0-9_-], 1-64 chars
+//! version = "1.0.0"
+//! abi_version = 1                # the guest ABI the wasm implements
+//! labels = ["business", "entertainment", "politics", "sport", "tech"]
+//!
+//! [wasm]
+//! file = "news_topic.wasm"
+//! sha256 = "…"                   # hex; required to load, filled in by `edgecascade pack`
+//!
+//! [[models]]                     # ONNX files, handed to the guest by name
+//! name = "model"
+//! file = "news-small.onnx"
+//! sha256 = "…"
+//!
+//! [[assets]]                     # any other files (a vocabulary)
+//! name = "vocab"
+//! file = "vocab.txt"
+//! sha256 = "…"
+//!
+//! [limits]                       # all optional; defaults below
+//! memory = "256 MiB"
+//! deadline = "250ms"
+//! load_deadline = "30s"
+//! stderr = "64 KiB"
+//! instances = 2
+//!
+//! [policy]
+//! threshold = 0.8                # escalate when confidence is below this
+//! cloud_model = "news-topic-large"   # the model name asked of the cloud
+//!
+//! [config]                       # free-form, handed to the guest as JSON
+//! max_tokens = 128
+//! ```
+//!
+//! Unknown fields are errors, so a typo never silently falls back to a default.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path};
+use std::time::Duration;
+
+/// The manifest file's name inside a package.
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// A parsed `plugin.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Who the plugin is.
+    pub plugin: PluginInfo,
+    /// The module.
+    pub wasm: FileRef,
+    /// ONNX models, handed to the guest at load. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<NamedFile>,
+    /// Other files, handed to the guest at load. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<NamedFile>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The default cascade policy.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Free-form settings for the guest, passed as JSON. Default: none.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub config: toml::Table,
+    /// Optional signature block, written by `edgecascade sign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<toml::Table>,
+}
+
+/// The `[plugin]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginInfo {
+    /// The plugin's name: lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// Its version; shown in answers and logs.
+    pub version: String,
+    /// One line on what it does. Default: empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The guest ABI version the module implements; this host loads only `1`.
+    pub abi_version: u32,
+    /// Output labels, in model order. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+/// A file of the package and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    /// Path relative to the package directory; no `..`, not absolute.
+    pub file: String,
+    /// Lowercase hex sha256 of the file. Required to load; `pack` fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// A model or asset: a name the guest asks for, and the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedFile {
+    /// The name the guest asks for it by.
+    pub name: String,
+    /// Path relative to the package directory; no `..`, not absolute.
+    pub file: String,
+    /// Lowercase hex sha256 of the file. Required to load; `pack` fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// The `[limits]` table: what one instance of the plugin may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Cap on the guest's linear memory. Default `256 MiB`; 1 MiB to 4 GiB.
+    /// A grow past it traps the call with [`Error::MemoryCap`].
+    #[serde(with = "size")]
+    pub memory: u64,
+    /// Wall-clock budget of one call (infer, prompt, parse). Default `250ms`.
+    /// Enforced by epoch interruption; a call past it fails with [`Error::Deadline`].
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Budget of instantiating and loading the model. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub load_deadline: Duration,
+    /// Cap on stderr kept per call for the host's log; the rest is dropped. Default `64 KiB`.
+    #[serde(with = "size")]
+    pub stderr: u64,
+    /// Cap on a result frame the guest returns. Default `1 MiB`.
+    #[serde(with = "size")]
+    pub output: u64,
+    /// Most instances alive at once, for concurrent callers. Default 2.
+    pub instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 256 << 20,
+            deadline: Duration::from_millis(250),
+            load_deadline: Duration::from_secs(30),
+            stderr: 64 << 10,
+            output: 1 << 20,
+            instances: 2,
+        }
+    }
+}
+
+/// The `[policy]` table: when to escalate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Escalate when the local confidence is below this, in `[0, 1]`. Default 0.5.
+    pub threshold: f32,
+    /// The model name to ask the cloud for. Default: the plugin's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_model: Option<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { threshold: 0.5, cloud_model: None }
+    }
+}
+
+impl Manifest {
+    /// Parses and validates a manifest. `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+        let bad = |message: String| Error::Manifest { path: path.to_path_buf(), message };
+        let manifest: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        manifest.validate().map_err(bad)?;
+        Ok(manifest)
+    }
+
+    /// Reads and parses `dir/plugin.toml`.
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        Manifest::parse(&text, &path)
+    }
+
+    /// The manifest as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Every file of the package as `(path, sha256)`: the wasm, then models, then assets.
+    pub fn files(&self) -> impl Iterator<Item = (&String, &Option<String>)> {
+        std::iter::once((&self.wasm.file, &self.wasm.sha256))
+            .chain(self.models.iter().chain(&self.assets).map(|m| (&m.file, &m.sha256)))
+    }
+
+    /// Mutable access to every file, in the order of [`files`](Manifest::files).
+    pub fn files_mut(&mut self) -> impl Iterator<Item = (&mut String, &mut Option<String>)> {
+        std::iter::once((&mut self.wasm.file, &mut self.wasm.sha256))
+            .chain(self.models.iter_mut().chain(self.assets.iter_mut()).map(|m| (&mut m.file, &mut m.sha256)))
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let p = &self.plugin;
+        let name_ok = !p.name.is_empty()
+            && p.name.len() <= 64
+            && p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(format!("plugin.name {:?}: use 1-64 of [a-z0-9_-]", p.name));
+        }
+        if p.version.trim().is_empty() {
+            return Err("plugin.version is empty".into());
+        }
+        for (file, sha256) in self.files() {
+            check_relative(file)?;
+            if let Some(h) = sha256 {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+                    return Err(format!("sha256 of {file:?} is not 64 lowercase hex digits"));
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for named in self.models.iter().chain(&self.assets) {
+            if named.name.is_empty() || !names.insert(named.name.as_str()) {
+                return Err(format!("model/asset name {:?} is empty or repeated", named.name));
+            }
+        }
+        let l = &self.limits;
+        if !(1 << 20..=4 << 30).contains(&l.memory) {
+            return Err(format!("limits.memory {} bytes: use 1 MiB to 4 GiB", l.memory));
+        }
+        if l.deadline.is_zero() || l.load_deadline.is_zero() {
+            return Err("limits.deadline and limits.load_deadline must be above zero".into());
+        }
+        if l.instances == 0 || l.instances > 256 {
+            return Err(format!("limits.instances {}: use 1 to 256", l.instances));
+        }
+        if l.output < 64 {
+            return Err(format!("limits.output {} bytes: use at least 64", l.output));
+        }
+        if !(0.0..=1.0).contains(&self.policy.threshold) {
+            return Err(format!("policy.threshold {} is outside [0, 1]", self.policy.threshold));
+        }
+        Ok(())
+    }
+}
+
+/// Package paths must stay inside the package.
+fn check_relative(file: &str) -> std::result::Result<(), String> {
+    let path = Path::new(file);
+    let inside = !file.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if inside { Ok(()) } else { Err(format!("file {file:?} must be a relative path inside the package")) }
+}
+
+/// Sizes as `"256 MiB"` or a plain number of bytes.
+mod size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&bytesize::ByteSize(*bytes).display().iec().to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(b),
+            Raw::Text(t) => t
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|e| serde::de::Error::custom(format!("size {t:?}: {e}"))),
+        }
+    }
+}
+
+/// Durations as `"250ms"`, `"2s"`.
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("duration {text:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [plugin]
+        name = "p"
+        version = "1"
+        abi_version = 1
+        [wasm]
+        file = "p.wasm"
+    "#;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text, Path::new("plugin.toml"))
+    }
+
+    #[test]
+    fn minimal_manifest_gets_defaults() {
+        let m = parse(MINIMAL).unwrap();
+        assert_eq!(m.limits, Limits::default());
+        assert_eq!(m.policy.threshold, 0.5);
+    }
+
+    #[test]
+    fn units_parse_and_round_trip() {
+        let text = format!("{MINIMAL}\n[limits]\nmemory = \"64 MiB\"\ndeadline = \"1s 500ms\"\n");
+        let m = parse(&text).unwrap();
+        assert_eq!(m.limits.memory, 64 << 20);
+        assert_eq!(m.limits.deadline, Duration::from_millis(1500));
+        assert_eq!(parse(&m.to_toml()).unwrap(), m);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (MINIMAL.replace("name = \"p\"", "name = \"P!\""), "plugin.name"),
+            (MINIMAL.replace("p.wasm", "../p.wasm"), "inside the package"),
+            (format!("{MINIMAL}\n[policy]\nthreshold = 2.0\n"), "policy.threshold"),
+            (format!("{MINIMAL}\n[limits]\nmemory = \"12 parsecs\"\n"), "12 parsecs"),
+            (format!("{MINIMAL}\n[limits]\ndedline = \"1s\"\n"), "dedline"),
+            (MINIMAL.replace("abi_version = 1", ""), "abi_version"),
+        ];
+        for (text, needle) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e:?} should mention {needle:?}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Plugins: a package moves through typed stages —
+//! [`Package`] (manifest read) → [`VerifiedPackage`] (hashes checked) →
+//! [`Plugin`] (compiled, a warm instance loaded, ready to serve).
+
+pub mod manifest;
+mod package;
+
+use crate::engine::{LoadReport, Runtime};
+use crate::sandbox::{Call, CallContext, HostState, Instance};
+use crate::{Error, Result};
+use edgecascade_abi::{Answer, Outcome, Prompt, ResultFrame, content_type};
+pub use manifest::Manifest;
+pub(crate) use package::write_atomic;
+pub use package::{Package, VerifiedPackage, pack, sha256_hex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+use wasmtime::InstancePre;
+
+/// One input to a plugin: a content type and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    content_type: String,
+    data: Vec<u8>,
+}
+
+impl Input {
+    /// Text (`text/plain`).
+    pub fn text(text: impl Into<String>) -> Input {
+        Input { content_type: content_type::TEXT.into(), data: text.into().into_bytes() }
+    }
+
+    /// JSON (`application/json`).
+    pub fn json(value: &serde_json::Value) -> Input {
+        Input { content_type: content_type::JSON.into(), data: value.to_string().into_bytes() }
+    }
+
+    /// Any content type and payload.
+    pub fn new(content_type: impl Into<String>, data: impl Into<Vec<u8>>) -> Input {
+        Input { content_type: content_type.into(), data: data.into() }
+    }
+
+    /// The content type.
+    pub fn content_type(&self) -> &str {
+        &self.content_type
+    }
+
+    /// The payload.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The payload as text, if it is UTF-8.
+    pub fn as_text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.data).ok()
+    }
+}
+
+/// What the local model made of an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Local {
+    /// An answer, with the plugin's confidence.
+    Answered(Answer),
+    /// The plugin declined: the input is beyond it.
+    Beyond {
+        /// The plugin's reason.
+        reason: String,
+    },
+}
+
+/// Counters of a plugin's instance pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Instances created so far, including replacements after faults.
+    pub created: u64,
+    /// Instances dropped after a guest fault.
+    pub discarded: u64,
+    /// Instances alive now (idle or serving).
+    pub live: usize,
+    /// Instances idle now.
+    pub idle: usize,
+}
+
+/// A loaded plugin, ready to serve. Cheap to clone; safe to share across threads.
+///
+/// Each call takes a warm instance from a small pool (at most
+/// `limits.instances`; callers beyond that wait). After a guest fault — a
+/// trap, the deadline, the memory cap, malformed output — that instance is
+/// dropped and the next call gets a fresh one, so a fault never leaks into
+/// the next request.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    manifest: Manifest,
+    pre: InstancePre<HostState>,
+    load_frame: Vec<u8>,
+    ctx: CallContext,
+    report: LoadReport,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Instance>,
+    stats: PoolStats,
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        runtime: &Runtime,
+        package: VerifiedPackage,
+        pre: InstancePre<HostState>,
+        mut report: LoadReport,
+    ) -> Result<Plugin> {
+        let manifest = package.manifest().clone();
+        let ctx = CallContext {
+            plugin: manifest.plugin.name.clone(),
+            limits: manifest.limits.clone(),
+            epoch_tick: runtime.epoch_tick(),
+        };
+        let load_frame = package.load_frame();
+        let started = Instant::now();
+        let first = Instance::new(&pre, ctx.clone(), &load_frame)?;
+        report.instantiate_time = started.elapsed();
+        let pool = Pool { idle: vec![first], stats: PoolStats { created: 1, live: 1, ..Default::default() } };
+        Ok(Plugin {
+            inner: Arc::new(Inner {
+                manifest,
+                pre,
+                load_frame,
+                ctx,
+                report,
+                pool: Mutex::new(pool),
+                returned: Condvar::new(),
+            }),
+        })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.inner.manifest.plugin.name
+    }
+
+    /// The plugin's version.
+    pub fn version(&self) -> &str {
+        &self.inner.manifest.plugin.version
+    }
+
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    /// What loading did: cache hit or compile, and how long it took.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.inner.report
+    }
+
+    /// Counters of the instance pool.
+    pub fn pool_stats(&self) -> PoolStats {
+        let pool = self.lock();
+        PoolStats { idle: pool.idle.len(), ..pool.stats }
+    }
+
+    /// Runs the local model on `input`.
+    pub fn infer(&self, input: &Input) -> Result<Local> {
+        let frame = self.call(Call::Infer, input)?;
+        match self.decode::<Answer>(&frame)? {
+            Outcome::Ok(answer) => Ok(Local::Answered(self.checked(answer)?)),
+            Outcome::Beyond(b) => Ok(Local::Beyond { reason: b.reason }),
+            Outcome::Error(e) => Err(Error::Guest { plugin: self.name().into(), kind: e.kind, message: e.message }),
+        }
+    }
+
+    /// Asks the plugin how to phrase `input` for a large model.
+    pub fn prompt(&self, input: &Input) -> Result<Prompt> {
+        let frame = self.call(Call::Prompt, input)?;
+        self.expect_ok(&frame)
+    }
+
+    /// Asks the plugin to read a large model's reply into an answer.
+    pub fn parse_reply(&self, reply: &str) -> Result<Answer> {
+        let frame = self.with_instance(|i| i.call(Call::ParseReply, &[reply.as_bytes()]))?;
+        let answer = self.expect_ok(&frame)?;
+        self.checked(answer)
+    }
+
+    fn call(&self, call: Call, input: &Input) -> Result<ResultFrame<'static>> {
+        let parts: [&[u8]; 3] = [input.content_type.as_bytes(), b"\n", &input.data];
+        self.with_instance(|i| i.call(call, &parts))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, frame: &ResultFrame<'_>) -> Result<Outcome<T>> {
+        frame.decode::<T>().map_err(|e| Error::MalformedOutput { plugin: self.name().into(), detail: e.to_string() })
+    }
+
+    fn expect_ok<T: serde::de::DeserializeOwned>(&self, frame: &ResultFrame<'_>) -> Result<T> {
+        match self.decode::<T>(frame)? {
+            Outcome::Ok(v) => Ok(v),
+            Outcome::Error(e) => Err(Error::Guest { plugin: self.name().into(), kind: e.kind, message: e.message }),
+            Outcome::Beyond(b) => Err(Error::MalformedOutput {
+                plugin: self.name().into(),
+                detail: format!("'beyond' is only valid from infer: {}", b.reason),
+            }),
+        }
+    }
+
+    /// Rejects answers whose numbers make no sense, before anyone routes on them.
+    fn checked(&self, answer: Answer) -> Result<Answer> {
+        let bad = |detail: String| Error::MalformedOutput { plugin: self.name().into(), detail };
+        if !(0.0..=1.0).contains(&answer.confidence) {
+            return Err(bad(format!("confidence {} is outside [0, 1]", answer.confidence)));
+        }
+        if answer.scores.iter().any(|s| !s.score.is_finite()) {
+            return Err(bad("a score is not finite".into()));
+        }
+        Ok(answer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // A panic while holding the lock cannot leave the pool inconsistent.
+        self.inner.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on a warm instance; drops the instance if the guest faulted.
+    fn with_instance<R>(&self, f: impl FnOnce(&mut Instance) -> Result<R>) -> Result<R> {
+        let mut instance = self.checkout()?;
+        let result = f(&mut instance);
+        let mut pool = self.lock();
+        match &result {
+            Err(e) if e.is_guest_fault() => {
+                pool.stats.live -= 1;
+                pool.stats.discarded += 1;
+                tracing::warn!(plugin = %self.name(), "dropped a faulted instance: {e}");
+            }
+            _ => pool.idle.push(instance),
+        }
+        drop(pool);
+        self.inner.returned.notify_one();
+        result
+    }
+
+    fn checkout(&self) -> Result<Instance> {
+        let max = self.inner.manifest.limits.instances;
+        let mut pool = self.lock();
+        loop {
+            if let Some(instance) = pool.idle.pop() {
+                return Ok(instance);
+            }
+            if pool.stats.live < max {
+                pool.stats.live += 1;
+                pool.stats.created += 1;
+                drop(pool);
+                let fresh = Instance::new(&self.inner.pre, self.inner.ctx.clone(), &self.inner.load_frame);
+                if fresh.is_err() {
+                    self.lock().stats.live -= 1;
+                    self.inner.returned.notify_one();
+                }
+                return fresh;
+            }
+            pool = self.inner.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The linear memory, in bytes, of each idle instance.
+    pub fn instance_memory(&self) -> Vec<usize> {
+        self.lock().idle.iter().map(Instance::memory_bytes).collect()
+    }
+}

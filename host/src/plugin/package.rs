@@ -1,0 +1,174 @@
+//! Plugin packages on disk: open → verify, and `pack` to make one.
+
+use super::manifest::{MANIFEST_FILE, Manifest};
+use crate::{Error, Result};
+use edgecascade_abi::{ABI_VERSION, FileEntry, FileKind, LoadRequest};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// A package directory with a parsed manifest. Nothing is verified yet.
+#[derive(Debug, Clone)]
+pub struct Package {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl Package {
+    /// Reads `dir/plugin.toml`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Package> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest = Manifest::read(&dir)?;
+        Ok(Package { dir, manifest })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The package directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads every file and checks it against its sha256 in the manifest.
+    ///
+    /// Fails with [`Error::AbiMismatch`] for another ABI version, with
+    /// [`Error::Manifest`] when a hash is missing, and with
+    /// [`Error::HashMismatch`] when a file was changed.
+    pub fn verify(self) -> Result<VerifiedPackage> {
+        let m = &self.manifest;
+        if m.plugin.abi_version != ABI_VERSION {
+            return Err(Error::AbiMismatch {
+                plugin: m.plugin.name.clone(),
+                expected: ABI_VERSION,
+                found: m.plugin.abi_version.into(),
+            });
+        }
+        let read = |file: &String, sha256: &Option<String>| -> Result<Vec<u8>> {
+            let expected = sha256.as_ref().ok_or_else(|| Error::Manifest {
+                path: self.dir.join(MANIFEST_FILE),
+                message: format!("{file} has no sha256; run `edgecascade pack`"),
+            })?;
+            let path = self.dir.join(file);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let actual = sha256_hex(&bytes);
+            if &actual != expected {
+                return Err(Error::HashMismatch { file: file.clone(), expected: expected.clone(), actual });
+            }
+            Ok(bytes)
+        };
+        let wasm = read(&m.wasm.file, &m.wasm.sha256)?;
+        let mut files = Vec::new();
+        for (kind, list) in [(FileKind::Model, &m.models), (FileKind::Asset, &m.assets)] {
+            for f in list {
+                files.push((f.name.clone(), kind, read(&f.file, &f.sha256)?));
+            }
+        }
+        let wasm_sha256 = m.wasm.sha256.clone().unwrap_or_default();
+        Ok(VerifiedPackage { dir: self.dir, manifest: self.manifest, wasm, wasm_sha256, files })
+    }
+}
+
+/// A package whose files all match their hashes, held in memory.
+#[derive(Debug, Clone)]
+pub struct VerifiedPackage {
+    dir: PathBuf,
+    manifest: Manifest,
+    wasm: Vec<u8>,
+    wasm_sha256: String,
+    files: Vec<(String, FileKind, Vec<u8>)>,
+}
+
+impl VerifiedPackage {
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The package directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The module's bytes.
+    pub fn wasm(&self) -> &[u8] {
+        &self.wasm
+    }
+
+    /// The module's verified sha256, lowercase hex.
+    pub fn wasm_sha256(&self) -> &str {
+        &self.wasm_sha256
+    }
+
+    /// The models and assets, as `(name, kind, bytes)`.
+    pub fn files(&self) -> impl Iterator<Item = (&str, FileKind, &[u8])> {
+        self.files.iter().map(|(n, k, b)| (n.as_str(), *k, b.as_slice()))
+    }
+
+    /// The load frame the guest receives (see `guest/ABI.md`).
+    pub(crate) fn load_frame(&self) -> Vec<u8> {
+        let m = &self.manifest;
+        let config = serde_json::to_value(&m.config).unwrap_or(serde_json::Value::Null);
+        let request = LoadRequest {
+            abi_version: ABI_VERSION,
+            name: m.plugin.name.clone(),
+            version: m.plugin.version.clone(),
+            labels: m.plugin.labels.clone(),
+            config,
+            files: self
+                .files
+                .iter()
+                .map(|(name, kind, bytes)| FileEntry { name: name.clone(), kind: *kind, len: bytes.len() as u64 })
+                .collect(),
+        };
+        let slices: Vec<&[u8]> = self.files.iter().map(|(_, _, b)| b.as_slice()).collect();
+        edgecascade_abi::encode_load(&request, &slices)
+    }
+}
+
+/// Lowercase hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Makes a package: reads the manifest template at `template` (a `plugin.toml`
+/// whose hashes may be missing), finds each file next to the template or in
+/// one of `search` directories, copies it into `out`, fills in every sha256,
+/// and writes `out/plugin.toml`. Returns the final manifest.
+pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest> {
+    let text = std::fs::read_to_string(template).map_err(|e| Error::io(template, e))?;
+    let mut manifest = Manifest::parse(&text, template)?;
+    let base = template.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for (file, sha256) in manifest.files_mut() {
+        let source = std::iter::once(base)
+            .chain(search.iter().map(PathBuf::as_path))
+            .map(|dir| dir.join(&*file))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::Manifest {
+                path: template.to_path_buf(),
+                message: format!("{file} is not next to the template nor in {search:?}"),
+            })?;
+        let bytes = std::fs::read(&source).map_err(|e| Error::io(&source, e))?;
+        let dest = out.join(&*file);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        write_atomic(&dest, &bytes)?;
+        *sha256 = Some(sha256_hex(&bytes));
+    }
+    manifest.signature = None;
+    write_atomic(&out.join(MANIFEST_FILE), manifest.to_toml().as_bytes())?;
+    Ok(manifest)
+}
+
+/// Writes via a temporary file and a rename, so readers never see half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}

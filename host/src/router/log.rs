@@ -1,0 +1,141 @@
+//! The escalation log: every escalated input with the cloud's answer, as JSONL.
+//!
+//! Crash-safe: each record is one `write` of a whole line to a file opened in
+//! append mode, and opening the log first cuts off a torn last line left by a
+//! crash, so a line is either whole or absent. The retrain entry point in
+//! `models/` reads `text` and `label` from each line.
+
+use crate::{Error, Result};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One escalation, as written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record<'a> {
+    /// Seconds since the Unix epoch.
+    pub ts: f64,
+    /// The plugin.
+    pub plugin: &'a str,
+    /// Its version.
+    pub version: &'a str,
+    /// The input text, after redaction.
+    pub text: &'a str,
+    /// The large model's label.
+    pub label: Option<&'a str>,
+    /// The large model's confidence.
+    pub confidence: f32,
+    /// Why the request escalated.
+    pub reason: &'a str,
+    /// The local label, if there was one.
+    pub local_label: Option<&'a str>,
+    /// The local confidence, if there was one.
+    pub local_confidence: Option<f32>,
+}
+
+/// An append-only JSONL file.
+pub struct EscalationLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl EscalationLog {
+    /// Opens (or creates) the log, dropping a torn last line if a crash left one.
+    pub fn open(path: impl AsRef<Path>) -> Result<EscalationLog> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut file =
+            OpenOptions::new().read(true).create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        repair(&mut file).map_err(|e| Error::io(&path, e))?;
+        Ok(EscalationLog { path, file: Mutex::new(file) })
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record as one line. A full disk is an error here, and the
+    /// router counts it; the answer itself is never lost.
+    pub fn append(&self, record: &Record<'_>) -> Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(|e| Error::io(&self.path, e.into()))?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&line).map_err(|e| Error::io(&self.path, e))?;
+        file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Truncates the file after its last newline, if it does not end with one.
+fn repair(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut tail = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut tail)?;
+    if tail[0] == b'\n' {
+        return Ok(());
+    }
+    // Find the last newline, reading backwards in chunks.
+    let mut end = len;
+    let mut keep = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    tracing::warn!(dropped = len - keep, "escalation log ended in a torn line; cut it off");
+    file.set_len(keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(text: &'a str) -> Record<'a> {
+        Record {
+            ts: 1.0,
+            plugin: "p",
+            version: "1",
+            text,
+            label: Some("x"),
+            confidence: 1.0,
+            reason: "low_confidence",
+            local_label: None,
+            local_confidence: None,
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        {
+            let log = EscalationLog::open(&path).unwrap();
+            log.append(&record("whole")).unwrap();
+        }
+        // A crash in the middle of the second write.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"ts\":2,\"plugin\":\"p\",\"te").unwrap();
+        drop(f);
+        let log = EscalationLog::open(&path).unwrap();
+        log.append(&record("after")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0]["text"].as_str(), lines[1]["text"].as_str()), (Some("whole"), Some("after")));
+    }
+}

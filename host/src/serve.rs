@@ -1,0 +1,256 @@
+//! The HTTP server behind `edgecascade serve`.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `POST /v1/chat/completions` | OpenAI-compatible: `model` names a plugin, the last user message is its input, the reply's content is the plugin's answer as JSON |
+//! | `POST /v1/plugins/{name}/infer` | native JSON: `{"text": …}` or `{"input": …, "content_type": …}`, optional `"mode"` |
+//! | `GET /v1/models` | the loaded plugins, OpenAI-style |
+//! | `GET /healthz` | liveness and the loaded plugins |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! A machine running the large plugins this way is the cloud tier of edge
+//! hosts, and because the server routes too (`--cloud`), tiers chain:
+//! device → gateway → cloud.
+
+use crate::Metrics;
+use crate::plugin::Input;
+use crate::router::{Mode, Reply, Router};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// What the server serves: routers by plugin name, and the metrics they share.
+#[derive(Clone)]
+pub struct AppState {
+    routers: Arc<RwLock<BTreeMap<String, Arc<Router>>>>,
+    metrics: Metrics,
+    next_id: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// A server for these routers.
+    pub fn new(routers: Vec<Router>, metrics: Metrics) -> AppState {
+        let map = routers.into_iter().map(|r| (r.plugin().name().to_string(), Arc::new(r))).collect();
+        AppState { routers: Arc::new(RwLock::new(map)), metrics, next_id: Arc::default() }
+    }
+
+    /// The router for `name`.
+    pub fn router(&self, name: &str) -> Option<Arc<Router>> {
+        self.routers.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Puts `router` in place of the one with the same plugin name, atomically:
+    /// requests already running finish on the old one.
+    pub fn replace(&self, router: Router) {
+        let name = router.plugin().name().to_string();
+        self.routers.write().unwrap_or_else(|p| p.into_inner()).insert(name, Arc::new(router));
+    }
+
+    /// The names of the loaded plugins.
+    pub fn names(&self) -> Vec<String> {
+        self.routers.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// The axum application.
+pub fn app(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/plugins/{name}/infer", post(infer))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// An OpenAI-style error body.
+fn openai_error(status: StatusCode, kind: &str, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"message": message.into(), "type": kind, "code": code}});
+    (status, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    model: String,
+    messages: Vec<ChatMessageIn>,
+    #[serde(default)]
+    stream: bool,
+}
+
+#[derive(Deserialize)]
+struct ChatMessageIn {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+/// The text of a message: a string, or OpenAI's list of `{"type": "text", "text": …}` parts.
+fn message_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let text: Vec<&str> = parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            (!text.is_empty()).then(|| text.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+/// Approximate token counts: whitespace-separated words.
+fn words(s: &str) -> u32 {
+    s.split_whitespace().count() as u32
+}
+
+async fn route_blocking(router: Arc<Router>, input: Input, mode: Mode) -> Result<Reply, Response> {
+    tokio::task::spawn_blocking(move || router.route(&input, mode))
+        .await
+        .map_err(|e| openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string()))
+}
+
+async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<Json<ChatBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_body", e.body_text()),
+    };
+    if body.stream {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "stream_unsupported",
+            "streaming is not supported",
+        );
+    }
+    let Some(router) = state.router(&body.model) else {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!("no plugin named {:?}; loaded: {:?}", body.model, state.names()),
+        );
+    };
+    let Some(text) = body.messages.iter().rev().find(|m| m.role == "user").and_then(|m| message_text(&m.content))
+    else {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "no_user_message",
+            "no user message with text content",
+        );
+    };
+    let prompt_tokens: u32 = body.messages.iter().filter_map(|m| message_text(&m.content)).map(|t| words(&t)).sum();
+    let reply = match route_blocking(router, Input::text(text), Mode::Auto).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Some(answer) = &reply.answer else {
+        let why = reply.local_error.clone().or(reply.beyond.clone()).unwrap_or_else(|| "no tier could answer".into());
+        return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "no_answer", why);
+    };
+    let content = serde_json::to_string(answer).unwrap_or_default();
+    let completion_tokens = words(&content);
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Json(json!({
+        "id": format!("chatcmpl-ec{id}"),
+        "object": "chat.completion",
+        "created": created,
+        "model": body.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "edgecascade": {"source": reply.source, "reason": reply.reason, "degraded": reply.degraded, "plugin_version": reply.version},
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferBody {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<InferBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let bad =
+        |code: &str, message: String| openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", code, message);
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad("invalid_body", e.body_text()),
+    };
+    let Some(router) = state.router(&name) else {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "plugin_not_found",
+            format!("no plugin named {name:?}"),
+        );
+    };
+    let input = match (body.text, body.input) {
+        (Some(text), None) => Input::text(text),
+        (None, Some(Value::String(s))) => {
+            Input::new(body.content_type.unwrap_or_else(|| "text/plain".into()), s.into_bytes())
+        }
+        (None, Some(v)) => {
+            Input::new(body.content_type.unwrap_or_else(|| "application/json".into()), v.to_string().into_bytes())
+        }
+        _ => return bad("invalid_body", "give exactly one of \"text\" or \"input\"".into()),
+    };
+    match route_blocking(router, input, body.mode).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn models(State(state): State<AppState>) -> Json<Value> {
+    let data: Vec<Value> = state
+        .names()
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "edgecascade"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"status": "ok", "plugins": state.names()}))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}

@@ -1,0 +1,360 @@
+//! The cascade over real HTTP on 127.0.0.1: the real tier for escalations,
+//! and purpose-built misbehaving servers for every cloud fault.
+
+use crate::servers::*;
+use crate::support::*;
+use edgecascade::cloud::{BreakerState, CloudClient, HttpConfig, OpenAi, Resilient, RetryPolicy};
+use edgecascade::router::{BudgetLimits, EscalationLog};
+use edgecascade::{CascadeConfig, Local, Metrics, Mode, Reason, Router, Source};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// News text that mixes topics, so the small model is not sure of it.
+const AMBIGUOUS: &str = "The minister met company bosses to discuss a new digital tax on film studios";
+
+fn client(url: &str, policy: RetryPolicy) -> Arc<Resilient<OpenAi>> {
+    let mut config = HttpConfig::new(url, "EDGECASCADE_TEST_NO_KEY");
+    config.read_timeout = Duration::from_millis(800);
+    config.connect_timeout = Duration::from_millis(300);
+    Arc::new(Resilient::new(OpenAi::new(config), policy))
+}
+
+fn fast_policy() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(1500),
+        ..Default::default()
+    }
+}
+
+/// The edge router: news-topic, escalating everything below `threshold`.
+fn edge(
+    cloud: Option<Arc<dyn CloudClient>>,
+    threshold: f32,
+    tweak: impl FnOnce(&mut CascadeConfig),
+) -> (Router, Metrics) {
+    let plugin = loaded("news-topic");
+    let mut config = CascadeConfig::for_plugin(&plugin);
+    config.threshold = threshold;
+    config.deadline = Duration::from_secs(2);
+    config.cloud_model = "news-topic-large".into();
+    tweak(&mut config);
+    let metrics = Metrics::default();
+    (Router::new(plugin, cloud, config, metrics.clone()), metrics)
+}
+
+fn assert_low_confidence_locally() {
+    let Local::Answered(a) = loaded("news-topic").infer(&text(AMBIGUOUS)).unwrap() else { panic!("beyond?") };
+    assert!(a.confidence < 1.0, "the ambiguous text must not be certain locally: {a:?}");
+}
+
+#[test]
+fn a_low_confidence_request_escalates_to_the_tier_and_returns_its_answer() {
+    assert_low_confidence_locally();
+    let (router, _) = edge(Some(client(&tier().url, fast_policy())), 1.0, |_| {});
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!(
+        (reply.source, reply.reason, reply.degraded),
+        (Source::Cloud, Reason::LowConfidence, false),
+        "{reply:?}"
+    );
+    let Local::Answered(large) = loaded("news-topic-large").infer(&text(AMBIGUOUS)).unwrap() else { panic!() };
+    let answer = reply.answer.unwrap();
+    assert_eq!(answer.label, large.label);
+    assert!(
+        (answer.confidence - large.confidence).abs() < 1e-6,
+        "the tier's confidence comes back: {answer:?} vs {large:?}"
+    );
+    assert!(reply.tokens.unwrap().total_tokens > 0);
+    assert!(reply.local_answer.is_some() && reply.latency_ms.cloud.is_some());
+}
+
+#[test]
+fn a_confident_request_stays_local() {
+    let fake = FakeCloud::start(Behaviour::Reply("business".into()));
+    let (router, _) = edge(Some(client(&fake.url, fast_policy())), 0.0, |_| {});
+    let reply = router.route(&text("The central bank raised interest rates again"), Mode::Auto);
+    assert_eq!((reply.source, reply.reason), (Source::Local, Reason::Confident));
+    assert_eq!(fake.hits(), 0);
+}
+
+#[test]
+fn forced_local_and_forced_cloud() {
+    let (router, _) = edge(Some(client(&tier().url, fast_policy())), 1.0, |_| {});
+    let local = router.route(&text(AMBIGUOUS), Mode::LocalOnly);
+    assert_eq!((local.source, local.reason), (Source::Local, Reason::ForcedLocal));
+    assert!(local.latency_ms.cloud.is_none());
+    let cloud = router.route(&text(AMBIGUOUS), Mode::CloudOnly);
+    assert_eq!((cloud.source, cloud.reason), (Source::Cloud, Reason::ForcedCloud));
+    assert!(cloud.latency_ms.local.is_none() && cloud.answer.is_some());
+}
+
+#[test]
+fn beyond_inputs_escalate() {
+    let (router, _) = edge(Some(client(&tier().url, fast_policy())), 0.0, |_| {});
+    let reply = router.route(&text("Qx"), Mode::Auto);
+    assert_eq!((reply.source, reply.reason), (Source::Cloud, Reason::Beyond), "{reply:?}");
+    assert!(reply.beyond.is_some());
+}
+
+/// Each fault: a local-fallback answer, marked degraded, in bounded time, counted in metrics.
+fn fault(behaviour: Behaviour, kind: &str) {
+    assert_low_confidence_locally();
+    let fake = FakeCloud::start(behaviour.clone());
+    let (router, metrics) = edge(Some(client(&fake.url, fast_policy())), 1.0, |c| c.cache_entries = 0);
+    let started = Instant::now();
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    let took = started.elapsed();
+    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true), "{behaviour:?}: {reply:?}");
+    assert!(reply.answer.as_ref().and_then(|a| a.label.as_ref()).is_some(), "the local answer stands in");
+    assert_eq!(reply.cloud_error.as_ref().map(|e| e.kind), Some(kind), "{behaviour:?}: {reply:?}");
+    assert!(took < Duration::from_millis(2600), "{behaviour:?} took {took:?}, past the 2 s deadline");
+    let text = metrics.render();
+    let line = format!("edgecascade_cloud_errors_total{{plugin=\"news-topic\",kind=\"{kind}\"}} 1");
+    assert!(text.contains(&line), "{behaviour:?}: no {line} in\n{text}");
+    assert!(text.contains("edgecascade_degraded_total{plugin=\"news-topic\"} 1"), "{text}");
+}
+
+#[test]
+fn fault_timeout() {
+    fault(Behaviour::Hang(Duration::from_secs(30)), "timeout");
+}
+
+#[test]
+fn fault_http_500() {
+    fault(Behaviour::Status(500, None), "server_error");
+}
+
+#[test]
+fn fault_429_with_retry_after_is_retried_after_the_wait() {
+    let fake = FakeCloud::start(Behaviour::Status(429, Some(1)));
+    let (router, _) = edge(Some(client(&fake.url, fast_policy())), 1.0, |c| c.cache_entries = 0);
+    let started = Instant::now();
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!(fake.hits(), 2, "retried once");
+    assert!(started.elapsed() >= Duration::from_millis(950), "waited for Retry-After: {:?}", started.elapsed());
+    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("rate_limited"));
+    fault(Behaviour::Status(429, Some(1)), "rate_limited");
+}
+
+#[test]
+fn fault_garbage_json() {
+    fault(Behaviour::Garbage("{\"choices\": [oops".into()), "bad_reply");
+}
+
+#[test]
+fn fault_refused_connection() {
+    assert_low_confidence_locally();
+    let (router, metrics) = edge(Some(client(&refused_url(), fast_policy())), 1.0, |_| {});
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true));
+    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("connect"));
+    assert!(metrics.render().contains("kind=\"connect\"} 1"));
+}
+
+#[test]
+fn fault_slow_body() {
+    fault(Behaviour::Drip(Duration::from_millis(50)), "timeout");
+}
+
+#[test]
+fn fault_an_unparseable_answer_is_degraded_too() {
+    // Valid HTTP and JSON, but the content names no label.
+    fault(Behaviour::Reply("I would rather not say".into()), "bad_reply");
+}
+
+#[test]
+fn the_circuit_opens_and_closes_again() {
+    let fake = FakeCloud::start(Behaviour::Status(500, None));
+    let policy = RetryPolicy {
+        attempts: 1,
+        breaker_threshold: 3,
+        breaker_cool_down: Duration::from_millis(300),
+        ..fast_policy()
+    };
+    let cloud = client(&fake.url, policy);
+    let (router, metrics) = edge(Some(cloud.clone()), 1.0, |c| c.cache_entries = 0);
+    for _ in 0..3 {
+        assert_eq!(router.route(&text(AMBIGUOUS), Mode::Auto).cloud_error.map(|e| e.kind), Some("server_error"));
+    }
+    assert_eq!(cloud.breaker_state(), BreakerState::Open);
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("circuit_open"));
+    assert_eq!(fake.hits(), 3, "an open circuit does not call the cloud");
+    assert!(metrics.render().contains("kind=\"circuit_open\"} 1"));
+    fake.set(Behaviour::Reply("politics".into()));
+    std::thread::sleep(Duration::from_millis(350));
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!(reply.source, Source::Cloud, "{reply:?}");
+    assert_eq!(cloud.breaker_state(), BreakerState::Closed);
+}
+
+#[test]
+fn the_budget_runs_out_and_requests_fall_back() {
+    let fake = FakeCloud::start(Behaviour::Reply("business".into()));
+    let (router, metrics) = edge(Some(client(&fake.url, fast_policy())), 1.0, |c| {
+        c.budget = BudgetLimits { per_minute: Some(2), per_day: Some(100) };
+        c.cache_entries = 0;
+    });
+    let texts = [
+        AMBIGUOUS,
+        "The company said the film tax talks with ministers went well",
+        "Studio bosses and MPs argued over the levy",
+    ];
+    let replies: Vec<_> = texts.iter().map(|t| router.route(&text(t), Mode::Auto)).collect();
+    assert_eq!(replies[0].source, Source::Cloud);
+    assert_eq!(replies[1].source, Source::Cloud);
+    assert_eq!(
+        (replies[2].source, replies[2].cloud_error.as_ref().map(|e| e.kind)),
+        (Source::LocalFallback, Some("budget"))
+    );
+    assert_eq!(fake.hits(), 2);
+    let m = metrics.render();
+    assert!(m.contains("edgecascade_cloud_budget_remaining{plugin=\"news-topic\",window=\"minute\"} 0"), "{m}");
+    assert!(m.contains("edgecascade_cloud_budget_remaining{plugin=\"news-topic\",window=\"day\"} 98"), "{m}");
+}
+
+#[test]
+fn identical_inputs_hit_the_answer_cache() {
+    let fake = FakeCloud::start(Behaviour::Reply("politics".into()));
+    let (router, metrics) = edge(Some(client(&fake.url, fast_policy())), 1.0, |_| {});
+    let first = router.route(&text(AMBIGUOUS), Mode::Auto);
+    let second = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!((first.cached, second.cached), (false, true));
+    assert_eq!(second.answer.unwrap().label.as_deref(), Some("politics"));
+    assert_eq!(fake.hits(), 1);
+    assert!(metrics.render().contains("edgecascade_cloud_cache_hits_total{plugin=\"news-topic\"} 1"));
+}
+
+#[test]
+fn redaction_applies_to_the_cloud_request_and_the_log() {
+    let fake = FakeCloud::start(Behaviour::Reply("business".into()));
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("news-topic.jsonl");
+    let (router, _) = edge(Some(client(&fake.url, fast_policy())), 1.0, |_| {});
+    let router = router.with_log(EscalationLog::open(&log_path).unwrap());
+    let secret = "Write to jane.doe@example.com or call +44 20 7946 0958 about the merger and the film tax";
+    let reply = router.route(&text(secret), Mode::Auto);
+    assert_eq!(reply.source, Source::Cloud, "{reply:?}");
+    let sent = fake.requests.lock().unwrap().join("\n");
+    assert!(!sent.contains("jane.doe") && !sent.contains("7946"), "leaked: {sent}");
+    assert!(sent.contains("[EMAIL]") && sent.contains("[PHONE]"), "{sent}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("jane.doe") && !log.contains("7946"), "leaked into the log: {log}");
+    let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(line["label"], "business");
+    assert!(line["text"].as_str().unwrap().contains("[EMAIL]"));
+}
+
+#[test]
+fn the_tier_speaks_the_openai_api() {
+    let url = &tier().url;
+    let body = serde_json::json!({"model": "news-topic-large", "temperature": 0, "max_tokens": 16,
+        "messages": [{"role": "system", "content": "Classify."}, {"role": "user", "content": "Shares rose after the merger"}]});
+    let mut resp = ureq::post(format!("{url}/chat/completions")).send_json(&body).unwrap();
+    let reply: serde_json::Value = resp.body_mut().read_json().unwrap();
+    assert_eq!(reply["object"], "chat.completion");
+    let content: edgecascade::Answer =
+        serde_json::from_str(reply["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content.label.as_deref(), Some("business"));
+    assert!(reply["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    let unknown = serde_json::json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]});
+    let err = ureq::post(format!("{url}/chat/completions"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(&unknown)
+        .unwrap();
+    assert_eq!(err.status().as_u16(), 404);
+    let models: serde_json::Value = ureq::get(format!("{url}/models")).call().unwrap().body_mut().read_json().unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["news-topic-large", "sentiment-large"]);
+}
+
+#[test]
+fn the_edge_server_reports_fallbacks_in_metrics() {
+    let (router, metrics) = edge(Some(client(&refused_url(), fast_policy())), 1.0, |_| {});
+    let url = start_app(edgecascade::serve::AppState::new(vec![router], metrics));
+    let base = url.trim_end_matches("/v1");
+    let reply: serde_json::Value = ureq::post(format!("{url}/plugins/news-topic/infer"))
+        .send_json(serde_json::json!({"text": AMBIGUOUS}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(reply["source"], "local_fallback");
+    assert_eq!(reply["degraded"], true);
+    let text = ureq::get(format!("{base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(text.contains("edgecascade_requests_total{plugin=\"news-topic\",source=\"local_fallback\"} 1"), "{text}");
+    assert!(
+        text.contains("edgecascade_escalations_total{plugin=\"news-topic\",reason=\"low_confidence\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("edgecascade_request_latency_seconds_bucket"), "{text}");
+    assert!(text.contains("edgecascade_local_confidence_bucket"), "{text}");
+    let health: serde_json::Value =
+        ureq::get(format!("{base}/healthz")).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+#[test]
+fn eval_matches_the_router_on_the_same_data() {
+    let data = repo_root().join("models/data/news/test.jsonl");
+    let rows = 40;
+    let out = std::process::Command::new(bin())
+        .args(["eval", "--json", "--limit", &rows.to_string(), "--plugin"])
+        .arg(plugin("news-topic"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--cloud", &tier().url])
+        .env("EDGECASCADE_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &report["summary"];
+
+    // The same rows through the router, in auto mode, as the demo runs them.
+    let plugin = loaded("news-topic");
+    let config = CascadeConfig::for_plugin(&plugin);
+    let router = Router::new(plugin, Some(client(&tier().url, fast_policy())), config, Metrics::default());
+    let text = std::fs::read_to_string(&data).unwrap();
+    let (mut correct, mut local) = (0, 0);
+    for line in text.lines().take(rows) {
+        let row = edgecascade::eval::Row::from_json_line(line).unwrap();
+        let reply = router.route(&row.input, Mode::Auto);
+        assert!(!reply.degraded);
+        correct += (reply.answer.and_then(|a| a.label).as_deref() == Some(row.label.as_str())) as usize;
+        local += (reply.source == Source::Local) as usize;
+    }
+    assert_eq!(summary["cascade_accuracy"].as_f64().unwrap(), correct as f64 / rows as f64);
+    assert_eq!(summary["local_share"].as_f64().unwrap(), local as f64 / rows as f64);
+    assert_eq!(summary["rows"], rows);
+}
+
+#[test]
+fn the_serve_binary_starts_answers_and_stops_cleanly() {
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--plugin"])
+        .arg(plugin("news-topic"))
+        .env("EDGECASCADE_CACHE_DIR", cache_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    let base = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{first:?}")).to_string();
+    let reply: serde_json::Value = ureq::post(format!("{base}/v1/plugins/news-topic/infer"))
+        .send_json(serde_json::json!({"text": "The striker scored twice in the cup final", "mode": "local_only"}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(reply["label"], "sport");
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "serve exits 0 on SIGTERM: {exit:?}");
+}

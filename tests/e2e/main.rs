@@ -1,0 +1,17 @@
+//! End-to-end tests over the real binary, real wasm plugins and real models.
+//!
+//! All areas link into this one test binary so the slow link happens once.
+//! `cargo xtask test` builds the plugins first and points these tests at
+//! them with `EDGECASCADE_PLUGINS`; modules are compiled once into the
+//! shared cache in `EDGECASCADE_CACHE_DIR`.
+
+mod servers;
+mod support;
+
+mod cache;
+mod cascade;
+mod cli;
+mod hostile;
+mod models;
+mod packages;
+mod spine;

@@ -1,0 +1,217 @@
+//! Real HTTP servers on 127.0.0.1 for the cascade tests: the real tier (the
+//! `serve` app with large plugins), and a raw server that misbehaves on purpose.
+
+#![allow(dead_code)]
+
+use crate::support::*;
+use edgecascade::serve::AppState;
+use edgecascade::{CascadeConfig, Metrics, Router};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Starts the real HTTP app for `state` on a free port; returns its base URL (`…/v1`).
+pub fn start_app(state: AppState) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            edgecascade::serve::run(listener, state, std::future::pending()).await.unwrap();
+        });
+    });
+    let addr: SocketAddr = rx.recv().unwrap();
+    format!("http://{addr}/v1")
+}
+
+/// The cloud tier: `news-topic-large` and `sentiment-large` behind the real server.
+pub struct Tier {
+    pub url: String,
+    pub metrics: Metrics,
+}
+
+pub fn tier() -> &'static Tier {
+    static TIER: OnceLock<Tier> = OnceLock::new();
+    TIER.get_or_init(|| {
+        let metrics = Metrics::default();
+        let routers = ["news-topic-large", "sentiment-large"]
+            .map(|name| {
+                let p = loaded(name);
+                let config = CascadeConfig::for_plugin(&p);
+                Router::new(p, None, config, metrics.clone())
+            })
+            .to_vec();
+        let url = start_app(AppState::new(routers, metrics.clone()));
+        Tier { url, metrics }
+    })
+}
+
+/// How a [`FakeCloud`] answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// A well-formed chat completion whose content is this text.
+    Reply(String),
+    /// Read the request, then say nothing for this long.
+    Hang(Duration),
+    /// This status, with an optional Retry-After in seconds.
+    Status(u16, Option<u32>),
+    /// 200 with a JSON content type and this (broken) body.
+    Garbage(String),
+    /// Headers, then the body one byte at a time with this pause.
+    Drip(Duration),
+    /// A redirect to itself.
+    Redirect,
+    /// 200 with a body larger than any client should read.
+    Huge(usize),
+    /// 200 with the wrong content type.
+    WrongType,
+    /// 200 with invalid UTF-8.
+    BadUtf8,
+}
+
+/// A raw HTTP/1.1 server on 127.0.0.1 that records requests and answers as told.
+pub struct FakeCloud {
+    pub url: String,
+    pub addr: SocketAddr,
+    behaviour: Arc<Mutex<Behaviour>>,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl FakeCloud {
+    pub fn start(behaviour: Behaviour) -> FakeCloud {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (b, r, h) = (behaviour.clone(), requests.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (b, r, h) = (b.clone(), r.clone(), h.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_one(stream, &b, &r, &h, addr);
+                });
+            }
+        });
+        FakeCloud { url: format!("http://{addr}/v1"), addr, behaviour, requests, hits }
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A chat-completions reply with `content`.
+pub fn completion(content: &str) -> String {
+    serde_json::json!({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+    })
+    .to_string()
+}
+
+fn serve_one(
+    mut stream: TcpStream,
+    behaviour: &Mutex<Behaviour>,
+    requests: &Mutex<Vec<String>>,
+    hits: &AtomicUsize,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut length = 0usize;
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    hits.fetch_add(1, Ordering::SeqCst);
+    requests.lock().unwrap().push(format!("{head}{}", String::from_utf8_lossy(&body)));
+    let respond =
+        |stream: &mut TcpStream, status: &str, extra: &str, ctype: &str, body: &[u8]| -> std::io::Result<()> {
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n",
+                body.len()
+            )?;
+            stream.write_all(body)
+        };
+    let behaviour = behaviour.lock().unwrap().clone();
+    match behaviour {
+        Behaviour::Reply(content) => {
+            respond(&mut stream, "200 OK", "", "application/json", completion(&content).as_bytes())
+        }
+        Behaviour::Hang(d) => {
+            std::thread::sleep(d);
+            Ok(())
+        }
+        Behaviour::Status(code, retry) => {
+            let extra = retry.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
+            respond(
+                &mut stream,
+                &format!("{code} Oops"),
+                &extra,
+                "application/json",
+                b"{\"error\":{\"message\":\"no\"}}",
+            )
+        }
+        Behaviour::Garbage(text) => respond(&mut stream, "200 OK", "", "application/json", text.as_bytes()),
+        Behaviour::Drip(pause) => {
+            let body = completion("business");
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )?;
+            for byte in body.as_bytes() {
+                stream.write_all(&[*byte])?;
+                stream.flush()?;
+                std::thread::sleep(pause);
+            }
+            Ok(())
+        }
+        Behaviour::Redirect => respond(
+            &mut stream,
+            "307 Temporary Redirect",
+            &format!("location: http://{addr}/v1/chat/completions\r\n"),
+            "text/plain",
+            b"",
+        ),
+        Behaviour::Huge(n) => {
+            let mut body = completion("business").into_bytes();
+            body.truncate(body.len() - 1);
+            body.extend(std::iter::repeat_n(b' ', n));
+            body.push(b'}');
+            respond(&mut stream, "200 OK", "", "application/json", &body)
+        }
+        Behaviour::WrongType => respond(&mut stream, "200 OK", "", "text/html", b"<html>login</html>"),
+        Behaviour::BadUtf8 => respond(&mut stream, "200 OK", "", "application/json", &[b'{', 0xff, 0xfe, b'}']),
+    }
+}
+
+/// A port with nothing listening on it.
+pub fn refused_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}/v1")
+}

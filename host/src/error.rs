@@ -42,6 +42,31 @@ pub enum Error {
         actual: String,
     },
 
+    /// The host requires signed plugins and this one is not signed.
+    #[error("plugin {plugin} is not signed, and this host only loads signed plugins")]
+    Unsigned {
+        /// The plugin.
+        plugin: String,
+    },
+
+    /// The plugin is signed by a key the host does not trust.
+    #[error("plugin {plugin} is signed by {key}, which this host does not trust")]
+    UntrustedKey {
+        /// The plugin.
+        plugin: String,
+        /// The signer's public key, hex.
+        key: String,
+    },
+
+    /// The signature is malformed or does not match the manifest (the package was changed after signing).
+    #[error("plugin {plugin} has a bad signature: {detail}")]
+    BadSignature {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong.
+        detail: String,
+    },
+
     /// The plugin speaks another ABI version than this host.
     #[error("plugin {plugin} speaks guest ABI v{found}; this host speaks v{expected}")]
     AbiMismatch {

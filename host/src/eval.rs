@@ -312,9 +312,13 @@ mod tests {
 
     #[test]
     fn calibrate_meets_targets_with_the_most_local_traffic() {
+        // Cloud-only gets 3 of 4; threshold 0 keeps 3 rows local and also gets 3 of 4.
         let s = calibrate(&sample(), Target::AccuracyOfCloud(1.0)).unwrap();
         assert!(s.cascade_accuracy >= s.cloud_accuracy);
-        assert_eq!(s.local_share, 0.5);
+        assert_eq!(s.local_share, 0.75);
+        // Beating cloud-only needs row 2 escalated and row 4 kept: a threshold in (0.4, 0.7].
+        let s = calibrate(&sample(), Target::AccuracyOfCloud(4.0 / 3.0)).unwrap();
+        assert_eq!((s.threshold, s.cascade_accuracy, s.local_share), (0.7, 1.0, 0.5));
         let s = calibrate(&sample(), Target::MaxEscalation(0.25)).unwrap();
         assert!(1.0 - s.local_share <= 0.25);
     }

@@ -171,7 +171,11 @@ async fn chat_completions(
         Err(response) => return response,
     };
     let Some(answer) = &reply.answer else {
-        let why = reply.local_error.clone().or(reply.beyond.clone()).unwrap_or_else(|| "no tier could answer".into());
+        // An input beyond the plugin will stay beyond it: 422, which clients do not retry.
+        if let Some(why) = &reply.beyond {
+            return openai_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", "beyond", why.clone());
+        }
+        let why = reply.local_error.clone().unwrap_or_else(|| "no tier could answer".into());
         return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "no_answer", why);
     };
     let content = serde_json::to_string(answer).unwrap_or_default();

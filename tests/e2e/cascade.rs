@@ -92,10 +92,23 @@ fn forced_local_and_forced_cloud() {
 
 #[test]
 fn beyond_inputs_escalate() {
-    let (router, _) = edge(Some(client(&tier().url, fast_policy())), 0.0, |_| {});
+    let fake = FakeCloud::start(Behaviour::Reply("tech".into()));
+    let (router, _) = edge(Some(client(&fake.url, fast_policy())), 0.0, |_| {});
     let reply = router.route(&text("Qx"), Mode::Auto);
     assert_eq!((reply.source, reply.reason), (Source::Cloud, Reason::Beyond), "{reply:?}");
     assert!(reply.beyond.is_some());
+    assert_eq!(reply.answer.unwrap().label.as_deref(), Some("tech"));
+}
+
+#[test]
+fn an_input_beyond_the_tier_too_is_a_422_and_not_retried() {
+    let (router, _) = edge(Some(client(&tier().url, fast_policy())), 0.0, |_| {});
+    let reply = router.route(&text("Qx"), Mode::Auto);
+    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true), "{reply:?}");
+    assert!(reply.answer.is_none(), "neither tier answers");
+    let failure = reply.cloud_error.unwrap();
+    assert_eq!(failure.kind, "client_error");
+    assert!(failure.message.contains("HTTP 422"), "{}", failure.message);
 }
 
 /// Each fault: a local-fallback answer, marked degraded, in bounded time, counted in metrics.
@@ -308,7 +321,7 @@ fn eval_matches_the_router_on_the_same_data() {
         .arg(plugin("news-topic"))
         .arg("--data")
         .arg(&data)
-        .args(["--cloud", &tier().url])
+        .args(["--cloud", &tier().url, "--deadline", "120s", "--cloud-timeout", "120s"])
         .env("EDGECASCADE_CACHE_DIR", cache_dir())
         .output()
         .unwrap();
@@ -318,14 +331,18 @@ fn eval_matches_the_router_on_the_same_data() {
 
     // The same rows through the router, in auto mode, as the demo runs them.
     let plugin = loaded("news-topic");
-    let config = CascadeConfig::for_plugin(&plugin);
-    let router = Router::new(plugin, Some(client(&tier().url, fast_policy())), config, Metrics::default());
+    let mut config = CascadeConfig::for_plugin(&plugin);
+    config.deadline = Duration::from_secs(120);
+    let mut http = HttpConfig::new(&tier().url, "EDGECASCADE_TEST_NO_KEY");
+    http.read_timeout = Duration::from_secs(120);
+    let cloud = Arc::new(Resilient::new(OpenAi::new(http), fast_policy()));
+    let router = Router::new(plugin, Some(cloud), config, Metrics::default());
     let text = std::fs::read_to_string(&data).unwrap();
     let (mut correct, mut local) = (0, 0);
     for line in text.lines().take(rows) {
         let row = edgecascade::eval::Row::from_json_line(line).unwrap();
         let reply = router.route(&row.input, Mode::Auto);
-        assert!(!reply.degraded);
+        assert!(!reply.degraded, "{reply:?}");
         correct += (reply.answer.and_then(|a| a.label).as_deref() == Some(row.label.as_str())) as usize;
         local += (reply.source == Source::Local) as usize;
     }

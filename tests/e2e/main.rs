@@ -14,4 +14,5 @@ mod cli;
 mod hostile;
 mod models;
 mod packages;
+mod signing;
 mod spine;

@@ -43,7 +43,8 @@ pub fn tier() -> &'static Tier {
                 let config = CascadeConfig::for_plugin(&p);
                 Router::new(p, None, config, metrics.clone())
             })
-            .to_vec();
+            .into_iter()
+            .collect();
         let url = start_app(AppState::new(routers, metrics.clone()));
         Tier { url, metrics }
     })

@@ -15,18 +15,29 @@ tasks:
   test      build everything and run every test (what CI runs)
   lint      cargo fmt --check and clippy -D warnings on both workspaces";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run_task() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     let rest: Vec<String> = std::env::args().skip(2).collect();
     let project = Project::new()?;
     match task.as_str() {
-        "plugins" => project.plugins(),
+        "plugins" => project.plugins(HostBuild::Binary),
         "demo" => {
-            project.plugins()?;
+            project.plugins(HostBuild::Binary)?;
             project.demo(&rest)
         }
         "test" => {
-            project.plugins()?;
+            // Build the host as the tests will, so the two builds share one feature set.
+            project.plugins(HostBuild::WithTests)?;
             project.test(&rest)
         }
         "lint" => project.lint(),
@@ -71,7 +82,7 @@ impl Project {
     }
 
     /// Builds the guests and the host binary, then packs every template under guest/packages.
-    fn plugins(&self) -> Result<()> {
+    fn plugins(&self, host: HostBuild) -> Result<()> {
         self.ensure_wasm_target()?;
         step("building guest plugins (wasm32-wasip1, +simd128)");
         run(Command::new("cargo")
@@ -80,7 +91,11 @@ impl Project {
             .env_remove("RUSTFLAGS")
             .args(["build", "--release", "--target", "wasm32-wasip1"]))?;
         step("building the host (release)");
-        run(Command::new("cargo").current_dir(&self.root).args(["build", "--release", "-p", "edgecascade"]))?;
+        let args: &[&str] = match host {
+            HostBuild::Binary => &["build", "--release", "-p", "edgecascade"],
+            HostBuild::WithTests => &["test", "--release", "--workspace", "--no-run"],
+        };
+        run(Command::new("cargo").current_dir(&self.root).args(args))?;
         step("packing plugins");
         let wasm_dir = self.target.join("guest/wasm32-wasip1/release");
         let mut templates: Vec<PathBuf> = std::fs::read_dir(self.root.join("guest/packages"))?
@@ -106,18 +121,117 @@ impl Project {
         Ok(())
     }
 
-    fn demo(&self, _rest: &[String]) -> Result<()> {
-        step("demo: news-topic on the edge");
-        let texts = [
-            "The central bank raised interest rates again",
-            "The striker scored twice as the champions won the cup final",
-            "The new smartphone chip doubles battery life",
-        ];
-        for text in texts {
-            run(Command::new(self.binary())
+    /// The story on one machine: a cloud tier, the edge cascade over an easy
+    /// and a hard test set, and what each strategy costs.
+    fn demo(&self, rest: &[String]) -> Result<()> {
+        let limit: Option<usize> =
+            rest.iter().position(|a| a == "--limit").and_then(|i| rest.get(i + 1)).and_then(|n| n.parse().ok());
+        step("starting the cloud tier: edgecascade serve with the large plugins");
+        let tier = Tier::start(self, &["news-topic-large", "sentiment-large"])?;
+        eprintln!("tier listening on {}", tier.url);
+        let tasks = [("news", "news-topic", "easy"), ("sentiment", "sentiment", "hard")];
+        let mut table = Vec::new();
+        for (task, plugin, traffic) in tasks {
+            let data = self.root.join(format!("models/data/{task}/test.jsonl"));
+            let text = std::fs::read_to_string(&data)?;
+            let lines: Vec<&str> =
+                text.lines().filter(|l| !l.trim().is_empty()).take(limit.unwrap_or(usize::MAX)).collect();
+            let labels: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).map(|v| v["label"].as_str().unwrap_or("").to_string())
+                })
+                .collect::<Result<_, _>>()?;
+            let batch = self.target.join(format!("demo-{task}.jsonl"));
+            std::fs::write(&batch, lines.join("\n") + "\n")?;
+
+            step(&format!("{task}: the edge host ({plugin}) routes {} requests through the cascade", lines.len()));
+            let out = Command::new(self.binary())
                 .args(["run", "--plugin"])
-                .arg(self.plugins_dir().join("news-topic"))
-                .args(["--text", text]))?;
+                .arg(self.plugins_dir().join(plugin))
+                .arg("--jsonl")
+                .arg(&batch)
+                .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s", "--cache-entries", "0"])
+                .output()?;
+            if !out.status.success() && out.status.code() != Some(1) {
+                bail!("edgecascade run failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let replies: Vec<serde_json::Value> =
+                String::from_utf8_lossy(&out.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+            anyhow::ensure!(replies.len() == labels.len(), "{} replies for {} requests", replies.len(), labels.len());
+            let correct = replies.iter().zip(&labels).filter(|(r, l)| r["label"].as_str() == Some(l.as_str())).count();
+            let local = replies.iter().filter(|r| r["source"] == "local").count();
+            let degraded = replies.iter().filter(|r| r["degraded"] == true).count();
+            let tokens: u64 = replies.iter().filter_map(|r| r["tokens"]["total_tokens"].as_u64()).sum();
+
+            step(&format!("{task}: eval replays the same set local-only and cloud-only"));
+            let out = Command::new(self.binary())
+                .args(["eval", "--json", "--plugin"])
+                .arg(self.plugins_dir().join(plugin))
+                .arg("--data")
+                .arg(&batch)
+                .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s"])
+                .output()?;
+            anyhow::ensure!(out.status.success(), "edgecascade eval failed: {}", String::from_utf8_lossy(&out.stderr));
+            let eval: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let s = &eval["summary"];
+            let n = labels.len() as f64;
+            table.push(Row {
+                task,
+                traffic,
+                rows: labels.len(),
+                mode: "local only",
+                accuracy: s["local_accuracy"].as_f64().unwrap_or(0.0),
+                local: 1.0,
+                calls: 0,
+                tokens: 0,
+            });
+            table.push(Row {
+                task,
+                traffic,
+                rows: labels.len(),
+                mode: "cloud only",
+                accuracy: s["cloud_accuracy"].as_f64().unwrap_or(0.0),
+                local: 0.0,
+                calls: labels.len(),
+                tokens: s["cloud_only_tokens"].as_u64().unwrap_or(0),
+            });
+            table.push(Row {
+                task,
+                traffic,
+                rows: labels.len(),
+                mode: "cascade",
+                accuracy: correct as f64 / n,
+                local: local as f64 / n,
+                calls: labels.len() - local,
+                tokens,
+            });
+            let agrees = (s["cascade_accuracy"].as_f64().unwrap_or(-1.0) - correct as f64 / n).abs() < 1e-9
+                && (s["local_share"].as_f64().unwrap_or(-1.0) - local as f64 / n).abs() < 1e-9;
+            eprintln!(
+                "{task}: threshold {:.3}; {degraded} degraded replies; eval's cascade {} the live run (PGR {:.2})",
+                s["threshold"].as_f64().unwrap_or(0.0),
+                if agrees { "matches" } else { "DIFFERS FROM" },
+                s["pgr"].as_f64().unwrap_or(0.0)
+            );
+        }
+        tier.stop()?;
+        println!(
+            "\n{:<10} {:<8} {:>5}  {:<11} {:>9} {:>15} {:>12} {:>8}",
+            "task", "traffic", "rows", "strategy", "accuracy", "served locally", "cloud calls", "tokens"
+        );
+        for r in &table {
+            println!(
+                "{:<10} {:<8} {:>5}  {:<11} {:>8.1}% {:>14.1}% {:>12} {:>8}",
+                r.task,
+                r.traffic,
+                r.rows,
+                r.mode,
+                r.accuracy * 100.0,
+                r.local * 100.0,
+                r.calls,
+                r.tokens
+            );
         }
         Ok(())
     }
@@ -164,6 +278,63 @@ impl Project {
             .env("CARGO_TARGET_DIR", self.target.join("guest"))
             .args(["clippy", "--release", "--target", "wasm32-wasip1", "--", "-D", "warnings"]))?;
         Ok(())
+    }
+}
+
+/// How `plugins` builds the host whose `pack` it uses.
+#[derive(Clone, Copy)]
+enum HostBuild {
+    /// Just the binary.
+    Binary,
+    /// Everything `cargo test` needs (the binary included), with the tests' features.
+    WithTests,
+}
+
+/// One line of the demo's table.
+struct Row {
+    task: &'static str,
+    traffic: &'static str,
+    rows: usize,
+    mode: &'static str,
+    accuracy: f64,
+    local: f64,
+    calls: usize,
+    tokens: u64,
+}
+
+/// A running `edgecascade serve`, stopped with SIGTERM.
+struct Tier {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Tier {
+    fn start(project: &Project, plugins: &[&str]) -> Result<Tier> {
+        let mut cmd = Command::new(project.binary());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        for p in plugins {
+            cmd.arg("--plugin").arg(project.plugins_dir().join(p));
+        }
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
+        let base =
+            line.trim().strip_prefix("listening on ").with_context(|| format!("unexpected first line {line:?}"))?;
+        Ok(Tier { child, url: format!("{base}/v1") })
+    }
+
+    fn stop(mut self) -> Result<()> {
+        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "the tier exited with {status}");
+        eprintln!("tier stopped cleanly");
+        Ok(())
+    }
+}
+
+impl Drop for Tier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
     }
 }
 

@@ -21,7 +21,10 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, Error> {
         .and_then(|h| std::str::from_utf8(h).ok())
         .ok_or_else(|| bad("truncated header"))?;
     let descr = field(header, "descr").ok_or_else(|| bad("no descr"))?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let descr = descr
+        .strip_prefix(['\'', '"'])
+        .and_then(|d| d.split(['\'', '"']).next())
+        .ok_or_else(|| bad("descr is not a string"))?;
     if field(header, "fortran_order").is_some_and(|f| f.starts_with("True")) {
         return Err(bad("Fortran order; save with np.ascontiguousarray"));
     }

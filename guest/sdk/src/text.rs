@@ -11,6 +11,10 @@ use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCa
 /// The longest word WordPiece splits; longer words become `[UNK]`.
 const MAX_WORD_CHARS: usize = 100;
 
+/// BERT's special tokens. Like Hugging Face's added tokens, they are matched
+/// in the raw text (case-sensitive, before normalization) and map to their ids.
+const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
 /// A WordPiece vocabulary and tokenizer.
 pub struct WordPiece {
     /// Whole-word pieces: "bank" -> id.
@@ -20,6 +24,7 @@ pub struct WordPiece {
     unk: u32,
     cls: Option<u32>,
     sep: Option<u32>,
+    specials: Vec<(&'static str, u32)>,
 }
 
 impl WordPiece {
@@ -37,7 +42,18 @@ impl WordPiece {
         let unk = *words.get("[UNK]").ok_or_else(|| Error::bad_input("vocab has no [UNK]"))?;
         let cls = words.get("[CLS]").copied();
         let sep = words.get("[SEP]").copied();
-        Ok(WordPiece { words, continuations, unk, cls, sep })
+        let specials = SPECIAL_TOKENS.iter().filter_map(|t| words.get(*t).map(|&id| (*t, id))).collect();
+        Ok(WordPiece { words, continuations, unk, cls, sep, specials })
+    }
+
+    /// Counts `text`'s words (pieces with a letter or digit, after basic
+    /// tokenization) and how many of them are whole vocabulary words rather
+    /// than spelled out in `##` pieces. Gibberish and foreign scripts score low.
+    pub fn word_stats(&self, text: &str) -> (usize, usize) {
+        let normalized = normalize(text);
+        let words: Vec<&str> = pre_tokenize(&normalized).filter(|w| w.chars().any(char::is_alphanumeric)).collect();
+        let whole = words.iter().filter(|w| self.words.contains_key(**w)).count();
+        (whole, words.len())
     }
 
     /// The id of `[CLS]`, if the vocabulary has one.
@@ -53,12 +69,28 @@ impl WordPiece {
     /// Token ids of `text`, without special tokens, at most `max` of them.
     pub fn encode(&self, text: &str, max: usize) -> Vec<i64> {
         let mut ids = Vec::new();
-        let normalized = normalize(text);
-        for word in pre_tokenize(&normalized) {
-            if ids.len() >= max {
-                break;
+        let mut rest = text;
+        while !rest.is_empty() && ids.len() < max {
+            // The next special token in the raw text, if any.
+            let next = self.specials.iter().filter_map(|&(t, id)| rest.find(t).map(|at| (at, t.len(), id))).min();
+            let (plain, special) = match next {
+                Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
+                None => (rest, None),
+            };
+            let normalized = normalize(plain);
+            for word in pre_tokenize(&normalized) {
+                if ids.len() >= max {
+                    break;
+                }
+                self.word_pieces(word, &mut ids);
             }
-            self.word_pieces(word, &mut ids);
+            match special {
+                Some((id, end)) => {
+                    ids.push(id as i64);
+                    rest = &rest[end..];
+                }
+                None => rest = "",
+            }
         }
         ids.truncate(max);
         ids
@@ -241,11 +273,10 @@ impl TextClassifier {
         &self.tokenizer
     }
 
-    /// How many of `text`'s tokens the vocabulary knows, out of how many (up to `max_tokens`).
-    pub fn known_tokens(&self, text: &str) -> (usize, usize) {
-        let ids = self.tokenizer.encode(text, self.max_tokens);
-        let unk = self.tokenizer.unk as i64;
-        (ids.iter().filter(|&&id| id != unk).count(), ids.len())
+    /// How many of `text`'s words the vocabulary knows whole, out of how many
+    /// words: see [`WordPiece::word_stats`].
+    pub fn recognised_words(&self, text: &str) -> (usize, usize) {
+        self.tokenizer.word_stats(text)
     }
 
     /// Classifies `text`.
@@ -302,6 +333,13 @@ mod tests {
     fn unknown_pieces_make_the_whole_word_unk() {
         let wp = tiny();
         assert_eq!(wp.encode("unaffable unaffx", 100), vec![13, 14, 15, 1]);
+    }
+
+    #[test]
+    fn word_stats_tell_words_from_gibberish() {
+        let wp = tiny();
+        assert_eq!(wp.word_stats("The bank, rates."), (2, 3));
+        assert_eq!(wp.word_stats("unaffable ?!"), (0, 1));
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn observe(global: &Global, common: &Common) -> anyhow::Result<(Vec<Observation>
         .map(|(i, l)| Row::from_json_line(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", common.data.display(), i + 1)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let runtime = global.runtime()?;
-    let plugin = super::load_with_progress(&runtime, edgecascade::Package::open(&common.plugin)?.verify()?)?;
+    let plugin = super::load_with_progress(&runtime, runtime.verify(&common.plugin)?)?;
     let name = plugin.name().to_string();
     let mut cascade = common.cascade.clone();
     cascade.cache_entries = 0;

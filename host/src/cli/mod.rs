@@ -7,6 +7,7 @@ mod inspect;
 mod pack;
 mod run;
 mod serve;
+mod sign;
 
 use clap::{Parser, Subcommand};
 use edgecascade::{Runtime, RuntimeConfig};
@@ -40,6 +41,11 @@ pub struct Global {
     #[arg(long, global = true)]
     no_cache: bool,
 
+    /// Only load plugins signed by this ed25519 public key: a hex key or a `.pub` file
+    /// from `edgecascade keygen` (repeatable; also $EDGECASCADE_TRUST, comma-separated).
+    #[arg(long, global = true, value_name = "KEY")]
+    trust: Vec<String>,
+
     /// Log more to stderr: -v for load and cache events, -vv for debug.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -53,13 +59,34 @@ enum Command {
     Calibrate(eval::CalibrateArgs),
     Inspect(inspect::Args),
     Pack(pack::Args),
+    Keygen(sign::KeygenArgs),
+    Sign(sign::SignArgs),
+    Verify(sign::VerifyArgs),
 }
 
 impl Global {
     fn runtime(&self) -> anyhow::Result<Runtime> {
         let defaults = RuntimeConfig::default();
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or(defaults.cache_dir) };
-        Ok(Runtime::new(RuntimeConfig { cache_dir, ..defaults })?)
+        Ok(Runtime::new(RuntimeConfig { cache_dir, trust: self.trust_policy()?, ..defaults })?)
+    }
+
+    /// The keys from --trust and $EDGECASCADE_TRUST: hex, or files holding hex.
+    fn trust_policy(&self) -> anyhow::Result<edgecascade::plugin::TrustPolicy> {
+        let from_env = std::env::var("EDGECASCADE_TRUST").unwrap_or_default();
+        let mut keys = Vec::new();
+        for item in self.trust.iter().map(String::as_str).chain(from_env.split(',')).map(str::trim) {
+            if item.is_empty() {
+                continue;
+            }
+            let path = std::path::Path::new(item);
+            keys.push(if path.is_file() {
+                std::fs::read_to_string(path)?.trim().to_string()
+            } else {
+                item.to_string()
+            });
+        }
+        Ok(edgecascade::plugin::TrustPolicy::from_hex(keys)?)
     }
 }
 
@@ -86,6 +113,9 @@ pub fn main() -> ExitCode {
         Command::Calibrate(args) => eval::run_calibrate(&cli.global, args),
         Command::Inspect(args) => inspect::run(&cli.global, args),
         Command::Pack(args) => pack::run(args),
+        Command::Keygen(args) => sign::keygen(args),
+        Command::Sign(args) => sign::sign(args),
+        Command::Verify(args) => sign::verify(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -99,7 +99,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         }
         (None, None) => bail!("give --plugin DIR, or --model M.onnx with --tensor"),
     };
-    let package = edgecascade::Package::open(&package_dir)?.verify()?;
+    let package = runtime.verify(&package_dir)?;
     let plugin = super::load_with_progress(&runtime, package)?;
     let router = args.cascade.router(plugin, args.cascade.client(), edgecascade::Metrics::default())?;
     let mode = Mode::from(args.mode);

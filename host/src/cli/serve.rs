@@ -41,7 +41,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let cloud = args.cascade.client();
     let mut routers = Vec::new();
     for dir in &args.plugins {
-        let package = edgecascade::Package::open(dir)?.verify()?;
+        let package = runtime.verify(dir)?;
         let plugin = super::load_with_progress(&runtime, package)?;
         routers.push(args.cascade.router(plugin, cloud.clone(), metrics.clone())?);
     }

@@ -3,7 +3,7 @@
 
 pub mod cache;
 
-use crate::plugin::{Package, Plugin, VerifiedPackage};
+use crate::plugin::{Package, Plugin, TrustPolicy, VerifiedPackage};
 use crate::sandbox::{self, HostState};
 use crate::{Error, Result};
 pub use cache::{CacheOutcome, ModuleCache};
@@ -21,11 +21,17 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// How often the epoch advances; deadlines are rounded up to it. Default 2 ms.
     pub epoch_tick: Duration,
+    /// Keys a plugin must be signed by. Default: none, so signatures are not required.
+    pub trust: TrustPolicy,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cache_dir: ModuleCache::default_dir(), epoch_tick: Duration::from_millis(2) }
+        RuntimeConfig {
+            cache_dir: ModuleCache::default_dir(),
+            epoch_tick: Duration::from_millis(2),
+            trust: TrustPolicy::default(),
+        }
     }
 }
 
@@ -64,6 +70,7 @@ struct Inner {
     linker: Linker<HostState>,
     cache: Option<ModuleCache>,
     epoch_tick: Duration,
+    trust: TrustPolicy,
     // Dropping the sender stops the ticker thread.
     _ticker: mpsc::Sender<()>,
 }
@@ -98,6 +105,7 @@ impl Runtime {
                 linker,
                 cache: config.cache_dir.map(ModuleCache::new),
                 epoch_tick: tick,
+                trust: config.trust,
                 _ticker: stop,
             }),
         })
@@ -117,9 +125,15 @@ impl Runtime {
         self.inner.epoch_tick
     }
 
-    /// Opens, verifies and loads the package in `dir`.
+    /// Opens, verifies (hashes, and the signature if the runtime's trust
+    /// policy lists keys) and loads the package in `dir`.
     pub fn load(&self, dir: impl AsRef<Path>) -> Result<Plugin> {
-        self.load_verified(Package::open(dir)?.verify()?)
+        self.load_verified(self.verify(dir)?)
+    }
+
+    /// Opens and verifies the package in `dir` under this runtime's trust policy.
+    pub fn verify(&self, dir: impl AsRef<Path>) -> Result<VerifiedPackage> {
+        Package::open(dir)?.verify_with(&self.inner.trust)
     }
 
     /// Whether loading this package would deserialize from the cache (no compilation).

@@ -69,9 +69,19 @@ pub struct Manifest {
     /// Free-form settings for the guest, passed as JSON. Default: none.
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub config: toml::Table,
-    /// Optional signature block, written by `edgecascade sign`.
+    /// The signature, written by `edgecascade sign` (see [`crate::plugin::TrustPolicy`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<toml::Table>,
+    pub signature: Option<Signature>,
+}
+
+/// The `[signature]` table: who signed the manifest, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// The signer's ed25519 public key, hex.
+    pub key: String,
+    /// The ed25519 signature over the manifest without this table, hex.
+    pub ed25519: String,
 }
 
 /// The `[plugin]` table.

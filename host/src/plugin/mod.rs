@@ -4,6 +4,7 @@
 
 pub mod manifest;
 mod package;
+mod sign;
 
 use crate::engine::{LoadReport, Runtime};
 use crate::sandbox::{Call, CallContext, HostState, Instance};
@@ -12,6 +13,7 @@ use edgecascade_abi::{Answer, Outcome, Prompt, ResultFrame, content_type};
 pub use manifest::Manifest;
 pub(crate) use package::write_atomic;
 pub use package::{Package, VerifiedPackage, pack, sha256_hex};
+pub use sign::{TrustPolicy, keygen, sign, signing_key};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 use wasmtime::InstancePre;
@@ -263,6 +265,15 @@ impl Plugin {
             }
             pool = self.inner.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Creates one fresh instance outside the pool — instantiate, `_initialize`,
+    /// ABI check and model load, exactly what the pool pays for a cold instance —
+    /// and hands it back opaque, so the caller decides when it is dropped.
+    /// For the benchmarks in `host/benches`; not part of the API.
+    #[doc(hidden)]
+    pub fn fresh_instance_for_bench(&self) -> Result<impl Sized + use<>> {
+        Instance::new(&self.inner.pre, self.inner.ctx.clone(), &self.inner.load_frame)
     }
 
     /// The linear memory, in bytes, of each idle instance.

@@ -37,6 +37,15 @@ impl Package {
     /// [`Error::Manifest`] when a hash is missing, and with
     /// [`Error::HashMismatch`] when a file was changed.
     pub fn verify(self) -> Result<VerifiedPackage> {
+        self.verify_with(&super::TrustPolicy::default())
+    }
+
+    /// [`verify`](Package::verify), and also check the signature against
+    /// `trust`: [`Error::Unsigned`], [`Error::UntrustedKey`] or
+    /// [`Error::BadSignature`] when the policy lists keys and the package
+    /// does not satisfy it.
+    pub fn verify_with(self, trust: &super::TrustPolicy) -> Result<VerifiedPackage> {
+        trust.check(&self.manifest)?;
         let m = &self.manifest;
         if m.plugin.abi_version != ABI_VERSION {
             return Err(Error::AbiMismatch {

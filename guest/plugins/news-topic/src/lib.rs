@@ -7,7 +7,7 @@ use edgecascade_guest::text::TextClassifier;
 use edgecascade_guest::{Answer, Error, Input, LoadContext, Plugin, Prompt, classify, export_plugin};
 
 /// Fewer recognised words than this and the model is guessing.
-const MIN_KNOWN_TOKENS: usize = 3;
+const MIN_KNOWN_WORDS: usize = 3;
 
 struct NewsTopic {
     classifier: TextClassifier,
@@ -20,12 +20,12 @@ impl Plugin for NewsTopic {
 
     fn beyond(&self, input: &Input<'_>) -> Option<String> {
         let text = input.text().ok()?;
-        let (known, total) = self.classifier.known_tokens(text);
-        if known < MIN_KNOWN_TOKENS {
+        let (known, total) = self.classifier.recognised_words(text);
+        if known < MIN_KNOWN_WORDS {
             return Some(format!("only {known} recognised words: too little text to judge"));
         }
         if known * 2 < total {
-            return Some(format!("{known} of {total} tokens recognised: probably not English"));
+            return Some(format!("{known} of {total} words recognised: probably not English"));
         }
         None
     }

@@ -24,7 +24,7 @@ impl Plugin for Sentiment {
         if chars > MAX_CHARS {
             return Some(format!("{chars} characters: longer than a post ({MAX_CHARS} at most)"));
         }
-        let (known, _) = self.classifier.known_tokens(text);
+        let (known, _) = self.classifier.recognised_words(text);
         (known == 0).then(|| "no recognised words".to_string())
     }
 

@@ -26,7 +26,8 @@ fn attack(name: &str) -> Result<Answer, Error> {
         }
         "recurse" => Ok(answer(format!("{}", recurse(black_box(1))))),
         "panic" => panic!("hostile guest panicked on purpose"),
-        "huge" => Ok(answer("x".repeat(64 << 20))),
+        // Over the host's 1 MiB output cap, well under the 64 MiB memory cap.
+        "huge" => Ok(answer("x".repeat(4 << 20))),
         "stderr" => {
             let line = "y".repeat(1023);
             for _ in 0..10_000 {
@@ -53,6 +54,7 @@ fn attack(name: &str) -> Result<Answer, Error> {
 }
 
 #[inline(never)]
+#[allow(unconditional_recursion)] // the point: exhaust the stack
 fn recurse(depth: u64) -> u64 {
     let pad = black_box([depth; 64]);
     recurse(depth + 1) + pad[(depth % 64) as usize]

@@ -1,0 +1,36 @@
+//! The performance figures of BENCHMARKS.md, each ratio measured in one run.
+//!
+//! ```sh
+//! cargo bench -p edgecascade --bench perf                    # everything (about 10 minutes)
+//! cargo bench -p edgecascade --bench perf -- guest_vs_native # one group (criterion's filter)
+//! python3 host/benches/report.py                             # the table, from target/criterion
+//! ```
+//!
+//! Groups:
+//! - `guest_vs_native/<model>`: native tract against the `tensor` plugin on the same golden input.
+//! - `text_path/<plugin>`: the example plugins end to end on text (tokenizer + model + answer).
+//! - `instance/<plugin>`: a cold instance (instantiate + `_initialize` + model load), and
+//!   `runtime.load(dir)` with a warm module cache.
+//! - `host_overhead`: `Plugin::infer` and `Router::route(LocalOnly)` on a guest that does nothing.
+//! - `throughput`: requests/s in process and over HTTP on loopback, with 1 and 2 client threads.
+//!
+//! Plugins come from `$EDGECASCADE_PLUGINS` (default `target/plugins`, built by `cargo xtask
+//! plugins`) and compiled modules from `$EDGECASCADE_CACHE_DIR` (default `target/module-cache`).
+
+mod common;
+mod instance;
+mod models;
+mod overhead;
+mod throughput;
+
+use criterion::Criterion;
+
+/// What `criterion_group!` and `criterion_main!` would expand to, with documentation.
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    models::bench(&mut criterion);
+    instance::bench(&mut criterion);
+    overhead::bench(&mut criterion);
+    throughput::bench(&mut criterion);
+    criterion.final_summary();
+}

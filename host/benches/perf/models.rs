@@ -1,0 +1,115 @@
+//! In-guest against native tract, model by model, and the example plugins on text.
+
+use crate::common::{golden_inputs, golden_row, load, plugin_dir, repo_root, tensor_package, test_text};
+use criterion::{BatchSize, Criterion};
+use edgecascade::{Input, Local, Plugin, Tensor, TensorData};
+use std::cell::OnceCell;
+use std::hint::black_box;
+use std::time::Duration;
+use tract_onnx::prelude::*;
+
+/// The models of the example plugins. The large text path is minilm-int8 followed by a head.
+const MODELS: &[&str] =
+    &["news-small", "sentiment-small", "minilm-int8", "news-large-head", "digits-small", "digits-large"];
+
+type Plan = TypedSimplePlan<TypedModel>;
+
+fn tract_value(t: &Tensor) -> TValue {
+    match &t.data {
+        TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).expect("shape").into(),
+        TensorData::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).expect("shape").into(),
+        TensorData::I32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).expect("shape").into(),
+    }
+}
+
+fn answered(local: edgecascade::Result<Local>, what: &str) -> edgecascade::Answer {
+    match local {
+        Ok(Local::Answered(a)) => a,
+        Ok(Local::Beyond { reason }) => panic!("{what}: beyond the plugin: {reason}"),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+fn native_plan(model: &str) -> Plan {
+    let path = repo_root().join(format!("models/onnx/{model}.onnx"));
+    tract_onnx::onnx()
+        .model_for_path(&path)
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .unwrap_or_else(|e| panic!("{model}: tract refused it: {e:#}"))
+}
+
+/// The guest's plugin, checked against native tract on the same input before anything is timed.
+fn guest_plugin(model: &str, tmp: &std::path::Path, plan: &Plan, tensors: &[Tensor], input: &Input) -> Plugin {
+    let plugin = load(&tensor_package(tmp, model));
+    let native = plan.run(tensors.iter().map(tract_value).collect()).expect("native run");
+    let native: Vec<f32> = native[0].to_plain_array_view::<f32>().expect("f32 output").iter().copied().collect();
+    let guest = answered(plugin.infer(input), model);
+    let TensorData::F32(guest) = &guest.tensors[0].data else { panic!("{model}: output is not f32") };
+    assert_eq!(native.len(), guest.len(), "{model}: output lengths differ");
+    let diff = native.iter().zip(guest).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 0.05, "{model}: guest and native differ by {diff}");
+    plugin
+}
+
+/// `guest_vs_native/<model>/{native,guest}` and `text_path/<plugin>`. Plugins and plans are
+/// loaded only for the benchmarks criterion's filter selects.
+pub fn bench(c: &mut Criterion) {
+    for &model in MODELS {
+        let row = golden_row(model);
+        let tensors = golden_inputs(model, &row);
+        let input = Input::json(&serde_json::json!({ "inputs": tensors }));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan: OnceCell<Plan> = OnceCell::new();
+        let plugin: OnceCell<Plugin> = OnceCell::new();
+
+        let mut group = c.benchmark_group(format!("guest_vs_native/{model}"));
+        if model == "minilm-int8" {
+            group.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(8));
+        } else {
+            group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+        }
+        group.bench_function("native", |b| {
+            let plan = plan.get_or_init(|| native_plan(model));
+            b.iter_batched(
+                || tensors.iter().map(tract_value).collect::<TVec<TValue>>(),
+                |inputs| plan.run(inputs).expect("native run"),
+                BatchSize::SmallInput,
+            )
+        });
+        // Includes the ABI: the tensor as JSON into the guest, the output tensor as JSON back.
+        group.bench_function("guest", |b| {
+            let plan = plan.get_or_init(|| native_plan(model));
+            let plugin = plugin.get_or_init(|| guest_plugin(model, tmp.path(), plan, &tensors, &input));
+            b.iter(|| answered(plugin.infer(black_box(&input)), model))
+        });
+        group.finish();
+        if plan.get().is_some() {
+            let shapes: Vec<_> = tensors.iter().map(|t| t.shape.clone()).collect();
+            eprintln!("{model}: golden row 0, input shapes {shapes:?}");
+        }
+    }
+
+    // The real path: text in, tokenized and classified in the guest, an Answer out.
+    let mut group = c.benchmark_group("text_path");
+    for (name, task) in [
+        ("news-topic", "news"),
+        ("sentiment", "sentiment"),
+        ("news-topic-large", "news"),
+        ("sentiment-large", "sentiment"),
+    ] {
+        if name.ends_with("-large") {
+            group.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(8));
+        } else {
+            group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+        }
+        let input = Input::text(test_text(task));
+        group.bench_function(name, |b| {
+            let plugin = load(&plugin_dir(name));
+            let answer = answered(plugin.infer(&input), name);
+            eprintln!("{name}: {:?} ({:.3}) on {} bytes of text", answer.label, answer.confidence, input.data().len());
+            b.iter(|| answered(plugin.infer(black_box(&input)), name))
+        });
+    }
+    group.finish();
+}

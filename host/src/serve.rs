@@ -23,8 +23,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 /// What the server serves: routers by plugin name, and the metrics they share.
 #[derive(Clone)]
@@ -62,6 +64,79 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+}
+
+/// Builds a router for a freshly loaded plugin (the same settings as the first).
+pub type MakeRouter = Arc<dyn Fn(crate::Plugin) -> Result<Router, String> + Send + Sync>;
+
+/// What one reload attempt did.
+#[derive(Debug)]
+pub enum Reload {
+    /// The new version serves from now on.
+    Swapped {
+        /// The plugin.
+        plugin: String,
+        /// The version it replaced.
+        from: String,
+        /// The version now serving.
+        to: String,
+    },
+    /// The new version was refused; the old one keeps serving.
+    Refused {
+        /// The package directory.
+        dir: PathBuf,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Hot reload: every `interval`, looks at each package's `plugin.toml`; when
+/// it changed, verifies and loads the package in the background and swaps
+/// it in atomically ([`AppState::replace`]). Requests already running finish
+/// on the old version. A package that fails to verify or load is refused and
+/// the old version keeps serving; `on_reload` hears about both.
+///
+/// Replace a package by writing its files first and `plugin.toml` last (as
+/// `edgecascade pack` does), so a half-copied package is never seen whole.
+pub fn watch(
+    state: AppState,
+    runtime: crate::Runtime,
+    dirs: Vec<PathBuf>,
+    make_router: MakeRouter,
+    interval: Duration,
+    on_reload: impl Fn(Reload) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let stamp = |dir: &PathBuf| {
+        std::fs::metadata(dir.join(crate::plugin::manifest::MANIFEST_FILE)).and_then(|m| m.modified()).ok()
+    };
+    let mut seen: Vec<Option<SystemTime>> = dirs.iter().map(stamp).collect();
+    std::thread::Builder::new()
+        .name("edgecascade-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                for (dir, last) in dirs.iter().zip(seen.iter_mut()) {
+                    let now = stamp(dir);
+                    if now == *last {
+                        continue;
+                    }
+                    *last = now;
+                    let loaded = runtime.load(dir).map_err(|e| e.to_string()).and_then(|p| make_router(p));
+                    match loaded {
+                        Ok(router) => {
+                            let name = router.plugin().name().to_string();
+                            let to = router.plugin().version().to_string();
+                            let from =
+                                state.router(&name).map(|r| r.plugin().version().to_string()).unwrap_or_default();
+                            state.replace(router);
+                            on_reload(Reload::Swapped { plugin: name, from, to });
+                        }
+                        Err(error) => on_reload(Reload::Refused { dir: dir.clone(), error }),
+                    }
+                }
+            }
+        })
+        .expect("spawning the watch thread")
 }
 
 /// The axum application.

@@ -375,3 +375,110 @@ fn the_serve_binary_starts_answers_and_stops_cleanly() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "serve exits 0 on SIGTERM: {exit:?}");
 }
+
+#[test]
+fn fault_a_huge_body_is_capped() {
+    fault(Behaviour::Huge(4 << 20), "bad_reply");
+}
+
+#[test]
+fn fault_invalid_utf8() {
+    fault(Behaviour::BadUtf8, "bad_reply");
+}
+
+#[test]
+fn fault_the_wrong_content_type() {
+    fault(Behaviour::WrongType, "bad_reply");
+}
+
+#[test]
+fn fault_a_redirect_loop_is_not_followed() {
+    let fake = FakeCloud::start(Behaviour::Redirect);
+    let (router, _) = edge(Some(client(&fake.url, fast_policy())), 1.0, |c| c.cache_entries = 0);
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("redirect"));
+    assert_eq!(fake.hits(), 1, "no redirect is followed, and a redirect is not retried");
+}
+
+#[test]
+fn https_checks_certificates_by_default() {
+    // A plain-HTTP server behind an https:// URL: the TLS handshake fails, and
+    // the client reports a connection error rather than talking in the clear.
+    let fake = FakeCloud::start(Behaviour::Reply("business".into()));
+    let url = format!("https://{}/v1", fake.addr);
+    let (router, _) = edge(Some(client(&url, fast_policy())), 1.0, |c| c.cache_entries = 0);
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!(reply.source, Source::LocalFallback);
+    let kind = reply.cloud_error.map(|e| e.kind);
+    assert!(matches!(kind, Some("connect" | "timeout")), "{kind:?}");
+    assert_eq!(fake.hits(), 0, "no request went out in the clear");
+}
+
+#[test]
+fn hot_reload_swaps_atomically_and_refuses_a_broken_version() {
+    use edgecascade::serve::{AppState, Reload, watch};
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = hostile_wasm();
+    let v1 = make_package(&tmp.path().join("v1"), &hostile_manifest(""), &[("hostile.wasm", &wasm)]);
+    let metrics = Metrics::default();
+    let make = |p: edgecascade::Plugin| {
+        let config = CascadeConfig::for_plugin(&p);
+        Router::new(p, None, config, Metrics::default())
+    };
+    let state = AppState::new(vec![make(runtime().load(&v1).unwrap())], metrics);
+    let url = start_app(state.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    watch(
+        state.clone(),
+        runtime().clone(),
+        vec![v1.clone()],
+        Arc::new(move |p| Ok(make(p))),
+        Duration::from_millis(50),
+        move |r| tx.send(r).unwrap(),
+    );
+    // Requests keep flowing on another thread throughout; none may fail.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut versions = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let reply: serde_json::Value = ureq::post(format!("{url}/plugins/hostile/infer"))
+                    .send_json(serde_json::json!({"text": "ok"}))
+                    .expect("no request fails during a reload")
+                    .body_mut()
+                    .read_json()
+                    .unwrap();
+                assert_eq!(reply["label"], "fine");
+                versions.insert(reply["version"].as_str().unwrap().to_string());
+            }
+            versions
+        })
+    };
+    // Version 2: files first, manifest last (pack does it in that order).
+    std::thread::sleep(Duration::from_millis(200));
+    edgecascade::plugin::pack(&tmp.path().join("v1/src/plugin.toml"), &[], &tmp.path().join("v2")).unwrap();
+    let manifest = std::fs::read_to_string(tmp.path().join("v2/plugin.toml"))
+        .unwrap()
+        .replace("version = \"1\"", "version = \"2\"");
+    std::fs::write(v1.join("plugin.toml"), manifest).unwrap();
+    match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+        Reload::Swapped { from, to, .. } => assert_eq!((from.as_str(), to.as_str()), ("1", "2")),
+        Reload::Refused { error, .. } => panic!("refused a good version: {error}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // A broken version 3: its module does not match the manifest's hash.
+    std::fs::write(v1.join("hostile.wasm"), b"not wasm").unwrap();
+    let broken = std::fs::read_to_string(v1.join("plugin.toml")).unwrap().replace("version = \"2\"", "version = \"3\"");
+    std::fs::write(v1.join("plugin.toml"), broken).unwrap();
+    match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+        Reload::Refused { error, .. } => assert!(error.contains("hash mismatch"), "{error}"),
+        other => panic!("a broken version was swapped in: {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let versions = load.join().unwrap();
+    assert!(versions.contains("2"), "the new version served: {versions:?}");
+    assert!(!versions.contains("3"));
+    assert_eq!(state.router("hostile").unwrap().plugin().version(), "2", "the old version keeps serving");
+}

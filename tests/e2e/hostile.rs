@@ -144,3 +144,31 @@ fn faulted_instances_are_replaced() {
     assert!(after.live <= p.manifest().limits.instances);
     assert!(matches!(p.infer(&text("ok")), Ok(Local::Answered(_))));
 }
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn a_thousand_faults_in_a_row_do_not_grow_the_host() {
+    // A plugin of its own, so other tests' instances do not blur the measurement.
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = make_package(tmp.path(), &hostile_manifest(""), &[("hostile.wasm", &hostile_wasm())]);
+    let p = runtime().load(&pkg).unwrap();
+    let round = |n: usize| {
+        for _ in 0..n {
+            assert!(matches!(p.infer(&text("panic")), Err(Error::GuestPanic { .. })));
+        }
+    };
+    round(100); // warm up allocator pools and caches
+    let before = rss();
+    round(1000);
+    let after = rss();
+    still_serves(&p);
+    assert!(p.pool_stats().discarded >= 1100);
+    let growth = after.saturating_sub(before);
+    assert!(growth < 32 << 20, "1000 faults grew the host by {} MiB", growth >> 20);
+}

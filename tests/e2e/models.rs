@@ -101,9 +101,9 @@ fn every_model_matches_onnxruntime_inside_the_guest() {
     for &(model, tolerance) in MODELS {
         let tmp = tempfile::tempdir().unwrap();
         let bytes = std::fs::read(repo_root().join(format!("models/onnx/{model}.onnx"))).unwrap();
-        let manifest = format!(
+        let manifest = String::from(
             "[plugin]\nname = \"golden\"\nversion = \"1\"\nabi_version = 1\n\n[wasm]\nfile = \"tensor.wasm\"\n\n\
-             [[models]]\nname = \"model\"\nfile = \"model.onnx\"\n\n[limits]\nmemory = \"1 GiB\"\ndeadline = \"20s\"\nload_deadline = \"120s\"\noutput = \"4 MiB\"\n"
+             [[models]]\nname = \"model\"\nfile = \"model.onnx\"\n\n[limits]\nmemory = \"1 GiB\"\ndeadline = \"20s\"\nload_deadline = \"120s\"\noutput = \"4 MiB\"\n",
         );
         let pkg = make_package(tmp.path(), &manifest, &[("tensor.wasm", &wasm), ("model.onnx", &bytes)]);
         let p = runtime().load(&pkg).unwrap_or_else(|e| panic!("{model}: {e}"));

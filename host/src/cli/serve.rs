@@ -27,6 +27,15 @@ pub struct Args {
     #[arg(long = "plugin", value_name = "DIR", required = true)]
     plugins: Vec<PathBuf>,
 
+    /// Hot reload: watch each package's plugin.toml and swap in new versions as they
+    /// appear (write the files first, plugin.toml last). A broken version is refused.
+    #[arg(long)]
+    watch: bool,
+
+    /// How often --watch looks at the packages.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    watch_interval: std::time::Duration,
+
     /// Worker threads for the HTTP server; plugin calls run on a separate blocking pool.
     #[arg(long, value_name = "N", default_value_t = 2)]
     workers: usize,
@@ -45,7 +54,31 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         let plugin = super::load_with_progress(&runtime, package)?;
         routers.push(args.cascade.router(plugin, cloud.clone(), metrics.clone())?);
     }
-    let state = edgecascade::serve::AppState::new(routers, metrics);
+    let state = edgecascade::serve::AppState::new(routers, metrics.clone());
+    if args.watch {
+        let cascade = args.cascade.clone();
+        let make: edgecascade::serve::MakeRouter = std::sync::Arc::new(move |plugin| {
+            cascade.router(plugin, cloud.clone(), metrics.clone()).map_err(|e| format!("{e:#}"))
+        });
+        edgecascade::serve::watch(
+            state.clone(),
+            runtime.clone(),
+            args.plugins.clone(),
+            make,
+            args.watch_interval,
+            |r| match r {
+                edgecascade::serve::Reload::Swapped { plugin, from, to } => {
+                    tracing::warn!("reloaded {plugin}: {from} -> {to}")
+                }
+                edgecascade::serve::Reload::Refused { dir, error } => {
+                    tracing::error!(
+                        "refused the new package in {}: {error}; the old version keeps serving",
+                        dir.display()
+                    )
+                }
+            },
+        );
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.max(1))
         .enable_all()

@@ -227,10 +227,10 @@ impl Manifest {
         }
         for (file, sha256) in self.files() {
             check_relative(file)?;
-            if let Some(h) = sha256 {
-                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
-                    return Err(format!("sha256 of {file:?} is not 64 lowercase hex digits"));
-                }
+            if let Some(h) = sha256
+                && (h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+            {
+                return Err(format!("sha256 of {file:?} is not 64 lowercase hex digits"));
             }
         }
         let mut names = std::collections::HashSet::new();

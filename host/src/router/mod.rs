@@ -193,13 +193,16 @@ impl CascadeConfig {
     }
 }
 
+/// Cloud answers by input hash, with the time they were stored.
+type AnswerCache = lru::LruCache<[u8; 32], (Answer, Instant)>;
+
 /// Routes requests for one plugin.
 pub struct Router {
     plugin: Plugin,
     cloud: Option<Arc<dyn CloudClient>>,
     config: CascadeConfig,
     budget: Budget,
-    cache: Option<Mutex<lru::LruCache<[u8; 32], (Answer, Instant)>>>,
+    cache: Option<Mutex<AnswerCache>>,
     log: Option<EscalationLog>,
     shadow: Option<Plugin>,
     metrics: Metrics,

@@ -13,7 +13,9 @@ tasks:
   plugins   build the guest plugins and pack them into <target>/plugins
   demo      build everything and run the demo (the main job)
   test      build everything and run every test (what CI runs)
-  lint      cargo fmt --check and clippy -D warnings on both workspaces";
+  lint      cargo fmt --check and clippy -D warnings on both workspaces
+  load      serve news-topic on loopback and drive it with 64 connections for 60 s
+            (--connections N --seconds S)";
 
 fn main() -> std::process::ExitCode {
     match run_task() {
@@ -41,6 +43,10 @@ fn run_task() -> Result<()> {
             project.test(&rest)
         }
         "lint" => project.lint(),
+        "load" => {
+            project.plugins(HostBuild::Binary)?;
+            project.load(&rest)
+        }
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown task {task:?}")
@@ -261,6 +267,81 @@ impl Project {
         Ok(())
     }
 
+    /// A bounded load test on loopback: N keep-alive connections for S seconds
+    /// against `serve`, counting errors and sampling the server's resident memory.
+    fn load(&self, rest: &[String]) -> Result<()> {
+        let arg = |name: &str, default: u64| -> u64 {
+            rest.iter()
+                .position(|a| a == name)
+                .and_then(|i| rest.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (connections, seconds) = (arg("--connections", 64) as usize, arg("--seconds", 60));
+        step(&format!("load: {connections} connections for {seconds} s against serve (news-topic, local only)"));
+        let tier = Tier::start(self, &["news-topic"])?;
+        let addr = tier.url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
+        let pid = tier.child.id();
+        let rss = move || -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        let texts = [
+            "The central bank raised interest rates again",
+            "The striker scored twice as the champions won the cup final",
+            "Parliament passed the budget bill after a long debate",
+            "The new smartphone chip doubles battery life",
+            "The film won three awards at the festival",
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        let start_rss = rss();
+        let sampler = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while std::time::Instant::now() < deadline {
+                samples.push(rss());
+                std::thread::sleep(std::time::Duration::from_secs(5));
+            }
+            samples
+        });
+        let workers: Vec<_> = (0..connections)
+            .map(|i| {
+                let addr = addr.clone();
+                std::thread::spawn(move || load_worker(&addr, texts[i % texts.len()], deadline))
+            })
+            .collect();
+        let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+        for w in workers {
+            let (o, e, l) = w.join().map_err(|_| anyhow::anyhow!("a load worker panicked"))?;
+            ok += o;
+            errors += e;
+            latencies.extend(l);
+        }
+        let samples = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+        let end_rss = rss();
+        tier.stop()?;
+        latencies.sort_unstable();
+        let pct = |q: f64| {
+            latencies.get(((latencies.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        println!(
+            "connections {connections}, {seconds} s: {ok} ok, {errors} errors, {:.0} requests/s",
+            ok as f64 / seconds as f64
+        );
+        println!("latency ms: p50 {:.2}, p95 {:.2}, p99 {:.2}, max {:.2}", pct(0.5), pct(0.95), pct(0.99), pct(1.0));
+        println!(
+            "server RSS MiB: start {:.1}, samples {:?}, end {:.1}",
+            start_rss as f64 / 1024.0,
+            samples.iter().map(|k| (*k as f64 / 1024.0).round()).collect::<Vec<_>>(),
+            end_rss as f64 / 1024.0
+        );
+        anyhow::ensure!(errors == 0, "{errors} requests failed");
+        Ok(())
+    }
+
     fn lint(&self) -> Result<()> {
         for dir in [self.root.clone(), self.root.join("guest")] {
             run(Command::new("cargo").current_dir(&dir).args(["fmt", "--all", "--", "--check"]))?;
@@ -336,6 +417,58 @@ impl Drop for Tier {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// One keep-alive connection sending requests until the deadline:
+/// returns (successes, errors, latencies in µs).
+fn load_worker(addr: &str, text: &str, deadline: std::time::Instant) -> (u64, u64, Vec<u64>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let body = serde_json::json!({"text": text, "mode": "local_only"}).to_string();
+    let request = format!(
+        "POST /v1/plugins/news-topic/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (mut ok, mut errors, mut latencies) = (0, 0, Vec::new());
+    let mut conn: Option<BufReader<std::net::TcpStream>> = None;
+    while std::time::Instant::now() < deadline {
+        let started = std::time::Instant::now();
+        let attempt = (|| -> std::io::Result<bool> {
+            if conn.is_none() {
+                let s = std::net::TcpStream::connect(addr)?;
+                s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+                conn = Some(BufReader::new(s));
+            }
+            let c = conn.as_mut().expect("connected above");
+            c.get_mut().write_all(request.as_bytes())?;
+            let mut status = String::new();
+            c.read_line(&mut status)?;
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                c.read_line(&mut line)?;
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut reply = vec![0u8; length];
+            c.read_exact(&mut reply)?;
+            Ok(status.contains(" 200 ") && reply.windows(7).any(|w| w == b"\"label\""))
+        })();
+        match attempt {
+            Ok(true) => {
+                ok += 1;
+                latencies.push(started.elapsed().as_micros() as u64);
+            }
+            Ok(false) | Err(_) => {
+                errors += 1;
+                conn = None;
+            }
+        }
+    }
+    (ok, errors, latencies)
 }
 
 fn step(what: &str) {

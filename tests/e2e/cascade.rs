@@ -482,3 +482,13 @@ fn hot_reload_swaps_atomically_and_refuses_a_broken_version() {
     assert!(!versions.contains("3"));
     assert_eq!(state.router("hostile").unwrap().plugin().version(), "2", "the old version keeps serving");
 }
+
+#[test]
+fn the_official_openai_client_works() {
+    let script = repo_root().join("tests/clients/openai_client.py");
+    let has_client =
+        std::process::Command::new("python3").args(["-c", "import openai"]).status().is_ok_and(|s| s.success());
+    assert!(has_client, "the `openai` Python package is needed: pip install openai (.ci/run does)");
+    let out = std::process::Command::new("python3").arg(script).arg(&tier().url).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

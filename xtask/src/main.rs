@@ -15,7 +15,10 @@ tasks:
   test      build everything and run every test (what CI runs)
   lint      cargo fmt --check and clippy -D warnings on both workspaces
   load      serve news-topic on loopback and drive it with 64 connections for 60 s
-            (--connections N --seconds S)";
+            (--connections N --seconds S)
+  distill   the distillation loop on sentiment traffic: escalate with the log on, retrain
+            from the log, pack a new version, compare old and new through the cascade
+            (--task sentiment|news --traffic N --test N; default: all rows)";
 
 fn main() -> std::process::ExitCode {
     match run_task() {
@@ -43,6 +46,10 @@ fn run_task() -> Result<()> {
             project.test(&rest)
         }
         "lint" => project.lint(),
+        "distill" => {
+            project.plugins(HostBuild::Binary)?;
+            project.distill(&rest)
+        }
         "load" => {
             project.plugins(HostBuild::Binary)?;
             project.load(&rest)
@@ -243,6 +250,19 @@ impl Project {
     }
 
     fn test(&self, rest: &[String]) -> Result<()> {
+        // One e2e test drives `serve` with the official OpenAI Python client.
+        let has_openai = Command::new("python3").args(["-c", "import openai"]).status();
+        if !matches!(has_openai, Ok(s) if s.success()) {
+            step("installing the official OpenAI Python client for the API compatibility test");
+            run(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai>=1,<4",
+            ]))?;
+        }
         step("guest SDK and ABI unit tests (native)");
         run(Command::new("cargo")
             .current_dir(self.root.join("guest"))
@@ -264,6 +284,144 @@ impl Project {
             .env("EDGECASCADE_CACHE_DIR", self.target.join("module-cache"))
             .args(["test", "--release", "--workspace"])
             .args(rest))?;
+        Ok(())
+    }
+
+    /// The distillation loop: the device's own escalations teach its small model.
+    fn distill(&self, rest: &[String]) -> Result<()> {
+        let flag = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1)).cloned();
+        let task = flag("--task").unwrap_or_else(|| "sentiment".into());
+        let plugin = match task.as_str() {
+            "sentiment" => "sentiment",
+            "news" => "news-topic",
+            other => bail!("--task {other}: use sentiment or news"),
+        };
+        let traffic_rows: Option<usize> = flag("--traffic").and_then(|n| n.parse().ok());
+        let test_rows: Option<usize> = flag("--test").and_then(|n| n.parse().ok());
+        let work = self.target.join("distill").join(&task);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let take = |file: &str, n: Option<usize>, out: &Path| -> Result<usize> {
+            let text = std::fs::read_to_string(self.root.join(format!("models/data/{task}/{file}")))?;
+            let lines: Vec<&str> =
+                text.lines().filter(|l| !l.trim().is_empty()).take(n.unwrap_or(usize::MAX)).collect();
+            std::fs::write(out, lines.join("\n") + "\n")?;
+            Ok(lines.len())
+        };
+        let traffic = work.join("traffic.jsonl");
+        let test = work.join("test.jsonl");
+        let n_traffic = take("traffic.jsonl", traffic_rows, &traffic)?;
+        let n_test = take("test.jsonl", test_rows, &test)?;
+
+        step("checking the Python tools of models/ (numpy, scikit-learn, onnx, onnxruntime)");
+        let have = Command::new("python3")
+            .args(["-c", "import numpy, sklearn, onnx, onnxruntime, tokenizers, safetensors"])
+            .status();
+        if !matches!(have, Ok(s) if s.success()) {
+            run(Command::new("bash").arg(self.root.join("models/setup.sh")))?;
+        }
+
+        let large = format!("{plugin}-large");
+        let tier = Tier::start(self, &[large.as_str()])?;
+        step(&format!("1. the edge host answers {n_traffic} requests of unseen traffic, logging every escalation"));
+        let log_dir = work.join("escalations");
+        let out = Command::new(self.binary())
+            .args(["run", "--plugin"])
+            .arg(self.plugins_dir().join(plugin))
+            .arg("--jsonl")
+            .arg(&traffic)
+            .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s", "--escalation-log"])
+            .arg(&log_dir)
+            .output()?;
+        anyhow::ensure!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = log_dir.join(format!("{plugin}.jsonl"));
+        let escalations = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+        eprintln!("{escalations} escalations logged to {}", log.display());
+
+        step("2. retrain the small model on its train split plus the logged escalations");
+        let old_manifest = std::fs::read_to_string(self.plugins_dir().join(plugin).join("plugin.toml"))?;
+        let old_version = old_manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("version = \""))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or("1.0.0")
+            .to_string();
+        let new_version = bump(&old_version);
+        let model_dir = work.join("model");
+        run(Command::new("python3")
+            .arg(self.root.join("models/pipeline/retrain.py"))
+            .args(["--task", &task, "--extra"])
+            .arg(&log)
+            .arg("--out")
+            .arg(&model_dir)
+            .args(["--version", &new_version]))?;
+
+        step(&format!("3. pack {plugin} {new_version} (new hashes; signed if $EDGECASCADE_SIGNING_KEY is set)"));
+        let template_dir = work.join("template");
+        std::fs::create_dir_all(&template_dir)?;
+        let template = std::fs::read_to_string(self.root.join(format!("guest/packages/{plugin}/plugin.toml")))?
+            .replacen(&format!("version = \"{old_version}\""), &format!("version = \"{new_version}\""), 1);
+        std::fs::write(template_dir.join("plugin.toml"), template)?;
+        let new_pkg = self.plugins_dir().join(format!("{plugin}-{new_version}"));
+        run(Command::new(self.binary())
+            .arg("pack")
+            .arg(template_dir.join("plugin.toml"))
+            .arg("--search")
+            .arg(&model_dir)
+            .arg("--search")
+            .arg(self.target.join("guest/wasm32-wasip1/release"))
+            .arg("--search")
+            .arg(self.root.join("models"))
+            .arg("--out")
+            .arg(&new_pkg))?;
+        if let Ok(key) = std::env::var("EDGECASCADE_SIGNING_KEY") {
+            run(Command::new(self.binary()).args(["sign", "--key", &key]).arg(&new_pkg))?;
+        }
+
+        step(&format!("4. old and new through the same cascade on {n_test} rows of the untouched test split"));
+        let eval = |pkg: &Path| -> Result<serde_json::Value> {
+            let out = Command::new(self.binary())
+                .args(["eval", "--json", "--plugin"])
+                .arg(pkg)
+                .arg("--data")
+                .arg(&test)
+                .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s"])
+                .output()?;
+            anyhow::ensure!(out.status.success(), "eval failed: {}", String::from_utf8_lossy(&out.stderr));
+            Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout)?["summary"].clone())
+        };
+        let old_pkg = self.plugins_dir().join(plugin);
+        let (old, new) = (eval(&old_pkg)?, eval(&new_pkg)?);
+        tier.stop()?;
+        let size =
+            |pkg: &Path| std::fs::metadata(pkg.join(format!("{plugin}-small.onnx"))).map(|m| m.len()).unwrap_or(0);
+        println!("\n{task}: {escalations} escalations from {n_traffic} traffic requests taught {plugin} {new_version}");
+        println!(
+            "{:<10} {:>9} {:>15} {:>22} {:>12}",
+            "version", "accuracy", "served locally", "cloud calls per 1000", "model bytes"
+        );
+        for (version, s, pkg) in [(&old_version, &old, &old_pkg), (&new_version, &new, &new_pkg)] {
+            let local = s["local_share"].as_f64().unwrap_or(0.0);
+            println!(
+                "{version:<10} {:>8.1}% {:>14.1}% {:>22.0} {:>12}",
+                s["cascade_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+                local * 100.0,
+                (1.0 - local) * 1000.0,
+                size(pkg)
+            );
+        }
+        println!(
+            "(local-only accuracy: {:.1}% -> {:.1}%; cloud-only: {:.1}%; threshold {} for both)",
+            old["local_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+            new["local_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+            old["cloud_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+            old["threshold"]
+        );
+        println!("new package: {}", new_pkg.display());
         Ok(())
     }
 
@@ -416,6 +574,17 @@ impl Tier {
 impl Drop for Tier {
     fn drop(&mut self) {
         let _ = self.child.kill();
+    }
+}
+
+/// `1.0.0` -> `1.1.0`; anything else gets `-distilled`.
+fn bump(version: &str) -> String {
+    let parts: Vec<&str> = version.split('.').collect();
+    match parts.as_slice() {
+        [major, minor, _patch] if minor.parse::<u32>().is_ok() => {
+            format!("{major}.{}.0", minor.parse::<u32>().unwrap() + 1)
+        }
+        _ => format!("{version}-distilled"),
     }
 }
 

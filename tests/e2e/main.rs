@@ -14,5 +14,6 @@ mod cli;
 mod hostile;
 mod models;
 mod packages;
+mod robustness;
 mod signing;
 mod spine;

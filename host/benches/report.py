@@ -45,10 +45,11 @@ def main():
     base = pathlib.Path(args.criterion)
     ort = json.loads(pathlib.Path(args.ort).read_text()) if args.ort else {}
 
-    models = ["news-small", "sentiment-small", "minilm-int8", "news-large-head", "digits-small", "digits-large"]
+    models = ["news-small", "sentiment-small", "minilm-int8", "minilm-int8-tweet", "news-large-head", "digits-small",
+              "digits-large"]
     print("## In-guest against native tract\n")
-    head = "| model | native tract | in guest (tensor plugin) | guest / native |"
-    line = "|---|---|---|---|"
+    head = "| model | native tract | in guest (tensor plugin) | guest / native | guest, .npy input |"
+    line = "|---|---|---|---|---|"
     if ort:
         head += " onnxruntime 1 thread | onnxruntime default | tract native / ort 1 thread |"
         line += "---|---|---|"
@@ -57,7 +58,9 @@ def main():
     for m in models:
         n = median_ns(base, f"guest_vs_native_{m}/native")
         g = median_ns(base, f"guest_vs_native_{m}/guest")
-        row = f"| {m} | {fmt(n)} | {fmt(g)} | {ratio(g, n)} |"
+        npy = median_ns(base, f"guest_vs_native_{m}/guest_npy")
+        npy = f"{fmt(npy)} ({ratio(npy, n)})" if npy is not None else "–"
+        row = f"| {m} | {fmt(n)} | {fmt(g)} | {ratio(g, n)} | {npy} |"
         if ort:
             o1 = ort.get(m, {}).get("1")
             od = ort.get(m, {}).get("default")
@@ -68,7 +71,7 @@ def main():
     n = [median_ns(base, f"guest_vs_native_{m}/native") for m in ("minilm-int8", "news-large-head")]
     g = [median_ns(base, f"guest_vs_native_{m}/guest") for m in ("minilm-int8", "news-large-head")]
     if None not in n and None not in g:
-        print(f"| minilm-int8 + news head | {fmt(sum(n))} | {fmt(sum(g))} | {ratio(sum(g), sum(n))} |")
+        print(f"| minilm-int8 + news head | {fmt(sum(n))} | {fmt(sum(g))} | {ratio(sum(g), sum(n))} | – |")
 
     print("\n## Example plugins on text (tokenizer + model + answer, in the guest)\n")
     print("| plugin | median |")
@@ -95,13 +98,21 @@ def main():
         print(f"| route − infer (router alone), news-topic | {fmt(h['news_topic_route'] - h['news_topic_infer'])} |")
 
     print("\n## Throughput, news-topic LocalOnly (2 instances)\n")
-    print("| path | 1 client: time/req | req/s | 2 clients: time/req | req/s | scaling 2 vs 1 |")
-    print("|---|---|---|---|---|---|")
-    for path in ["inprocess", "http"]:
+    print("| benchmark | time per request | requests/s | against 1 client |")
+    print("|---|---|---|---|")
+    for path, names in [("inprocess", ["1", "2", "2_spawned"]), ("http", ["1", "2", "4"])]:
         one = median_ns(base, f"throughput/{path}_1")
-        two = median_ns(base, f"throughput/{path}_2")
-        rps = lambda ns: "–" if ns is None else f"{1e9 / ns:,.0f}"
-        print(f"| {path} | {fmt(one)} | {rps(one)} | {fmt(two)} | {rps(two)} | {ratio(one, two)} |")
+        for n in names:
+            t = median_ns(base, f"throughput/{path}_{n}")
+            rps = "–" if t is None else f"{1e9 / t:,.0f}"
+            print(f"| {path}_{n} | {fmt(t)} | {rps} | {ratio(one, t)} |")
+
+    print("\n## news-topic on text: `dist` profile against `release`\n")
+    r = median_ns(base, "dist_profile_news-topic/release")
+    d = median_ns(base, "dist_profile_news-topic/dist")
+    print("| release | dist | dist / release |")
+    print("|---|---|---|")
+    print(f"| {fmt(r)} | {fmt(d)} | {ratio(d, r)} |")
 
 
 if __name__ == "__main__":

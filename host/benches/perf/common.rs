@@ -54,11 +54,11 @@ pub fn load(dir: &Path) -> Plugin {
     plugin
 }
 
-/// The first row of `models/golden/<model>.jsonl`.
-pub fn golden_row(model: &str) -> Value {
+/// Row `index` (from 0) of `models/golden/<model>.jsonl`.
+pub fn golden_row(model: &str, index: usize) -> Value {
     let path = repo_root().join(format!("models/golden/{model}.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let line = text.lines().find(|l| !l.trim().is_empty()).expect("a golden row");
+    let line = text.lines().filter(|l| !l.trim().is_empty()).nth(index).expect("a golden row");
     serde_json::from_str(line).expect("golden JSON")
 }
 
@@ -119,12 +119,21 @@ pub fn tensor_package(tmp: &Path, model: &str) -> PathBuf {
 
 /// A copy of the packed plugin `name` with `limits.instances` set to `instances`.
 pub fn with_instances(tmp: &Path, name: &str, instances: usize) -> PathBuf {
+    package_copy(tmp, name, instances, None)
+}
+
+/// A copy of the packed plugin `name` with `limits.instances` set to `instances` and, if given,
+/// its wasm module replaced by the file `wasm` (same file name in the package).
+pub fn package_copy(tmp: &Path, name: &str, instances: usize, wasm: Option<&Path>) -> PathBuf {
     let from = plugin_dir(name);
     let src = tmp.join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     for entry in std::fs::read_dir(&from).expect("read plugin dir") {
         let entry = entry.expect("dir entry");
         std::fs::copy(entry.path(), src.join(entry.file_name())).expect("copy");
+    }
+    if let Some(wasm) = wasm {
+        std::fs::copy(wasm, src.join(wasm.file_name().expect("a file name"))).expect("copy wasm");
     }
     let manifest = std::fs::read_to_string(src.join("plugin.toml")).expect("read manifest");
     let mut in_limits = false;

@@ -12,12 +12,15 @@
 //! - `instance/<plugin>`: a cold instance (instantiate + `_initialize` + model load), and
 //!   `runtime.load(dir)` with a warm module cache.
 //! - `host_overhead`: `Plugin::infer` and `Router::route(LocalOnly)` on a guest that does nothing.
-//! - `throughput`: requests/s in process and over HTTP on loopback, with 1 and 2 client threads.
+//! - `throughput`: requests/s in process and over HTTP on loopback, with 1, 2 (and 4) clients.
+//! - `dist_profile/news-topic`: the plugin built with the `dist` profile against `release`
+//!   (only if `target/guest/wasm32-wasip1/dist/news_topic.wasm` exists); sizes are printed first.
 //!
 //! Plugins come from `$EDGECASCADE_PLUGINS` (default `target/plugins`, built by `cargo xtask
 //! plugins`) and compiled modules from `$EDGECASCADE_CACHE_DIR` (default `target/module-cache`).
 
 mod common;
+mod dist;
 mod instance;
 mod models;
 mod overhead;
@@ -28,9 +31,11 @@ use criterion::Criterion;
 /// What `criterion_group!` and `criterion_main!` would expand to, with documentation.
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
+    dist::print_sizes();
     models::bench(&mut criterion);
     instance::bench(&mut criterion);
     overhead::bench(&mut criterion);
     throughput::bench(&mut criterion);
+    dist::bench(&mut criterion);
     criterion.final_summary();
 }

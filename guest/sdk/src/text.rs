@@ -15,6 +15,17 @@ const MAX_WORD_CHARS: usize = 100;
 /// in the raw text (case-sensitive, before normalization) and map to their ids.
 const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
+/// What one pass of [`WordPiece::analyze`] finds in a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// Token ids, without special tokens.
+    pub ids: Vec<i64>,
+    /// Words the vocabulary holds whole.
+    pub whole_words: usize,
+    /// Words (pieces with a letter or digit).
+    pub words: usize,
+}
+
 /// A WordPiece vocabulary and tokenizer.
 pub struct WordPiece {
     /// Whole-word pieces: "bank" -> id.
@@ -50,10 +61,8 @@ impl WordPiece {
     /// tokenization) and how many of them are whole vocabulary words rather
     /// than spelled out in `##` pieces. Gibberish and foreign scripts score low.
     pub fn word_stats(&self, text: &str) -> (usize, usize) {
-        let normalized = normalize(text);
-        let words: Vec<&str> = pre_tokenize(&normalized).filter(|w| w.chars().any(char::is_alphanumeric)).collect();
-        let whole = words.iter().filter(|w| self.words.contains_key(**w)).count();
-        (whole, words.len())
+        let a = self.analyze(text, usize::MAX);
+        (a.whole_words, a.words)
     }
 
     /// The id of `[CLS]`, if the vocabulary has one.
@@ -68,9 +77,16 @@ impl WordPiece {
 
     /// Token ids of `text`, without special tokens, at most `max` of them.
     pub fn encode(&self, text: &str, max: usize) -> Vec<i64> {
-        let mut ids = Vec::new();
+        self.analyze(text, max).ids
+    }
+
+    /// Token ids (at most `max`) and word counts in one pass over `text`:
+    /// normalization is the costly part, so it is done once for both.
+    /// Words are counted up to where the ids stop.
+    pub fn analyze(&self, text: &str, max: usize) -> Analysis {
+        let mut a = Analysis { ids: Vec::new(), whole_words: 0, words: 0 };
         let mut rest = text;
-        while !rest.is_empty() && ids.len() < max {
+        while !rest.is_empty() && a.ids.len() < max {
             // The next special token in the raw text, if any.
             let next = self.specials.iter().filter_map(|&(t, id)| rest.find(t).map(|at| (at, t.len(), id))).min();
             let (plain, special) = match next {
@@ -79,21 +95,25 @@ impl WordPiece {
             };
             let normalized = normalize(plain);
             for word in pre_tokenize(&normalized) {
-                if ids.len() >= max {
+                if a.ids.len() >= max {
                     break;
                 }
-                self.word_pieces(word, &mut ids);
+                if word.chars().any(char::is_alphanumeric) {
+                    a.words += 1;
+                    a.whole_words += self.words.contains_key(word) as usize;
+                }
+                self.word_pieces(word, &mut a.ids);
             }
             match special {
                 Some((id, end)) => {
-                    ids.push(id as i64);
+                    a.ids.push(id as i64);
                     rest = &rest[end..];
                 }
                 None => rest = "",
             }
         }
-        ids.truncate(max);
-        ids
+        a.ids.truncate(max);
+        a
     }
 
     /// Greedy longest-match-first WordPiece of one word.
@@ -224,6 +244,9 @@ pub struct TextClassifier {
     tokenizer: WordPiece,
     labels: Vec<String>,
     max_tokens: usize,
+    /// The last text analyzed: the host calls `beyond` and then `infer` on the
+    /// same input, and tokenizing a long text costs more than the small model.
+    last: std::cell::RefCell<Option<(String, std::rc::Rc<Analysis>)>>,
     models: Models,
 }
 
@@ -260,7 +283,13 @@ impl TextClassifier {
         if ctx.labels().is_empty() {
             return Err(Error::bad_input("a classifier needs labels in its manifest"));
         }
-        Ok(TextClassifier { tokenizer, labels: ctx.labels().to_vec(), max_tokens: config.max_tokens.max(3), models })
+        Ok(TextClassifier {
+            tokenizer,
+            labels: ctx.labels().to_vec(),
+            max_tokens: config.max_tokens.max(3),
+            last: std::cell::RefCell::new(None),
+            models,
+        })
     }
 
     /// The labels, in model output order.
@@ -276,15 +305,31 @@ impl TextClassifier {
     /// How many of `text`'s words the vocabulary knows whole, out of how many
     /// words: see [`WordPiece::word_stats`].
     pub fn recognised_words(&self, text: &str) -> (usize, usize) {
-        self.tokenizer.word_stats(text)
+        let a = self.analysis(text);
+        (a.whole_words, a.words)
+    }
+
+    /// The analysis of `text` at the model's token budget, reused for the same text.
+    fn analysis(&self, text: &str) -> std::rc::Rc<Analysis> {
+        if let Some((last, a)) = &*self.last.borrow()
+            && last == text
+        {
+            return a.clone();
+        }
+        // The large model needs room for [CLS] and [SEP].
+        let cap = if matches!(self.models, Models::Large { .. }) { self.max_tokens - 2 } else { self.max_tokens };
+        let a = std::rc::Rc::new(self.tokenizer.analyze(text, cap));
+        *self.last.borrow_mut() = Some((text.to_string(), a.clone()));
+        a
     }
 
     /// Classifies `text`.
     pub fn classify(&mut self, text: &str) -> Result<crate::Answer, Error> {
         use crate::onnx::{f32_tensor, ids_tensor, tvec};
+        let analysis = self.analysis(text);
         let probs = match &mut self.models {
             Models::Small(model) => {
-                let mut ids = self.tokenizer.encode(text, self.max_tokens);
+                let mut ids = analysis.ids.clone();
                 if ids.is_empty() {
                     ids.push(self.tokenizer.unk as i64);
                 }
@@ -296,7 +341,7 @@ impl TextClassifier {
                     _ => return Err(Error::bad_input("vocab has no [CLS]/[SEP]")),
                 };
                 let mut ids = vec![cls];
-                ids.extend(self.tokenizer.encode(text, self.max_tokens - 2));
+                ids.extend_from_slice(&analysis.ids);
                 ids.push(sep);
                 let mask = vec![1i64; ids.len()];
                 let types = vec![0i64; ids.len()];

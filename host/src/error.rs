@@ -172,6 +172,26 @@ pub enum Error {
         message: String,
     },
 
+    /// A precompiled artifact does not fit this host: it was built for another
+    /// target, wasmtime version, engine settings or package, or it is corrupt.
+    /// It is refused, never loaded.
+    #[error("precompiled artifact {path} refused: {reason}")]
+    ArtifactMismatch {
+        /// The artifact.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+
+    /// Pre-initializing a plugin (loading its models, then snapshotting the instance) failed.
+    #[error("could not pre-initialize plugin {plugin}: {message}")]
+    Snapshot {
+        /// The plugin.
+        plugin: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// The compiled-module cache could not be used. Loading goes on without it.
     #[error("module cache: {0}")]
     Cache(String),

@@ -50,7 +50,7 @@ pub mod serve;
 pub mod inspect;
 
 pub use edgecascade_abi::{ABI_VERSION, Answer, ChatMessage, Prompt, Role, Score, Tensor, TensorData};
-pub use engine::{CacheOutcome, LoadReport, ModuleCache, Runtime, RuntimeConfig};
+pub use engine::{CacheOutcome, LoadReport, ModuleCache, PrecompileOptions, PrecompileReport, Runtime, RuntimeConfig};
 pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use plugin::{Input, Local, Manifest, Package, Plugin, PoolStats, VerifiedPackage};

@@ -13,11 +13,7 @@ fn runtime_still_serves() {
 fn a_tampered_model_is_caught() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("digits");
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(plugin("digits")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&plugin("digits"), &dir);
     let model = dir.join("digits-small.onnx");
     let mut bytes = std::fs::read(&model).unwrap();
     let mid = bytes.len() / 2;

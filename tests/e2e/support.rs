@@ -56,6 +56,31 @@ pub fn loaded(name: &str) -> edgecascade::Plugin {
     p
 }
 
+/// Copies a package directory, subfolders (such as `precompiled/`) included.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Writes a precompiled artifact in its documented format (see `edgecascade::engine::aot`),
+/// so tests can forge headers.
+pub fn write_artifact(path: &Path, header: &edgecascade::engine::aot::ArtifactHeader, body: &[u8]) {
+    let json = serde_json::to_vec(header).unwrap();
+    let mut bytes = b"ECAOT001".to_vec();
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(body);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgecascade")
 }

@@ -18,13 +18,17 @@ impl<P: Plugin> State<P> {
     }
 
     pub fn load(&mut self, ptr: i32, len: i32) -> i64 {
-        let buffer = take(ptr, len);
+        let mut buffer = take(ptr, len);
         // Drop any earlier plugin first so a reload does not hold two models at once.
         self.plugin = None;
         let result = match decode_load(&buffer) {
             Err(e) => Err(Error::bad_input(format!("load frame: {e}"))),
             Ok((request, files)) => P::load(&LoadContext::new(request, files)),
         };
+        // The model files are parsed now. Zero them before freeing: a
+        // pre-initialization snapshot stores every non-zero page, and stale
+        // model bytes would double its size.
+        buffer.fill(0);
         match result {
             Ok(plugin) => {
                 self.plugin = Some(plugin);

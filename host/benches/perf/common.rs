@@ -130,7 +130,10 @@ pub fn package_copy(tmp: &Path, name: &str, instances: usize, wasm: Option<&Path
     std::fs::create_dir_all(&src).expect("mkdir");
     for entry in std::fs::read_dir(&from).expect("read plugin dir") {
         let entry = entry.expect("dir entry");
-        std::fs::copy(entry.path(), src.join(entry.file_name())).expect("copy");
+        // Precompiled artifacts belong to the original package, not to this copy.
+        if entry.file_type().expect("file type").is_file() {
+            std::fs::copy(entry.path(), src.join(entry.file_name())).expect("copy");
+        }
     }
     if let Some(wasm) = wasm {
         std::fs::copy(wasm, src.join(wasm.file_name().expect("a file name"))).expect("copy wasm");

@@ -1,10 +1,56 @@
-//! What a ready instance costs today: instantiate + `_initialize` + model load (no snapshot yet).
+//! What a ready instance costs: instantiate + `_initialize` + model load, against
+//! instantiating a pre-initialized snapshot (with and without the pooling allocator).
 
-use crate::common::{load, plugin_dir, runtime};
+use crate::common::{load, package_copy, plugin_dir, runtime};
 use criterion::{Criterion, SamplingMode};
-use edgecascade::Plugin;
+use edgecascade::{Plugin, PrecompileOptions, Runtime, RuntimeConfig};
 use std::cell::OnceCell;
 use std::time::{Duration, Instant};
+
+/// Times creating fresh instances of `plugin`; each is dropped outside the timed part.
+fn bench_fresh(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, id: &str, plugin: &Plugin) {
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let instance = plugin.fresh_instance_for_bench().expect("fresh instance");
+                total += started.elapsed();
+                drop(instance);
+            }
+            total
+        })
+    });
+}
+
+/// `instance/<plugin>/snapshot` and `instance/<plugin>/snapshot_pooled`: a ready instance from a
+/// pre-initialized artifact (`edgecascade compile`), whose models are already loaded.
+pub fn bench_snapshots(c: &mut Criterion) {
+    let on_demand = Runtime::new(RuntimeConfig { cache_dir: None, ..Default::default() }).expect("runtime");
+    let pooled =
+        Runtime::new(RuntimeConfig { cache_dir: None, pooling: Some(32), ..Default::default() }).expect("runtime");
+    for name in ["digits", "news-topic", "sentiment", "news-topic-large"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = package_copy(tmp.path(), name, 4, None);
+        let options = PrecompileOptions { preinitialize: true, ..Default::default() };
+        let report = runtime().precompile(&dir, &options).expect("precompile");
+        eprintln!(
+            "precompiled {name}: snapshot in {:.1} s, compiled in {:.1} s, artifact {:.1} MB",
+            report.snapshot_time.as_secs_f64(),
+            report.compile_time.as_secs_f64(),
+            report.artifact_bytes as f64 / 1e6
+        );
+        let mut group = c.benchmark_group(format!("instance/{name}"));
+        group.sampling_mode(SamplingMode::Flat).sample_size(20);
+        group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+        for (id, rt) in [("snapshot", &on_demand), ("snapshot_pooled", &pooled)] {
+            let plugin = rt.load(&dir).expect("load the precompiled package");
+            assert!(plugin.load_report().preinitialized);
+            bench_fresh(&mut group, id, &plugin);
+        }
+        group.finish();
+    }
+}
 
 /// `instance/<plugin>/fresh` and `instance/<plugin>/runtime_load`.
 pub fn bench(c: &mut Criterion) {
@@ -21,19 +67,7 @@ pub fn bench(c: &mut Criterion) {
             group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
         }
         // Creation only; each instance is dropped (its memory unmapped) outside the timed part.
-        group.bench_function("fresh", |b| {
-            let plugin = plugin.get_or_init(|| load(&dir));
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    let instance = plugin.fresh_instance_for_bench().expect("fresh instance");
-                    total += started.elapsed();
-                    drop(instance);
-                }
-                total
-            })
-        });
+        bench_fresh(&mut group, "fresh", plugin.get_or_init(|| load(&dir)));
         // What a process pays to get its first ready instance with a warm module cache: read and
         // hash the package, deserialize the compiled module, and load a first instance.
         if !heavy {

@@ -9,8 +9,10 @@
 //! Groups:
 //! - `guest_vs_native/<model>`: native tract against the `tensor` plugin on the same golden input.
 //! - `text_path/<plugin>`: the example plugins end to end on text (tokenizer + model + answer).
-//! - `instance/<plugin>`: a cold instance (instantiate + `_initialize` + model load), and
-//!   `runtime.load(dir)` with a warm module cache.
+//! - `instance/<plugin>`: a cold instance (instantiate + `_initialize` + model load),
+//!   `runtime.load(dir)` with a warm module cache, and a ready instance from a pre-initialized
+//!   snapshot (`snapshot`, and `snapshot_pooled` with the pooling allocator). The snapshots are
+//!   precompiled first (about 40 s per plugin), unless a filter excludes `instance`.
 //! - `host_overhead`: `Plugin::infer` and `Router::route(LocalOnly)` on a guest that does nothing.
 //! - `throughput`: requests/s in process and over HTTP on loopback, with 1, 2 (and 4) clients.
 //! - `dist_profile/news-topic`: the plugin built with the `dist` profile against `release`
@@ -34,6 +36,12 @@ fn main() {
     dist::print_sizes();
     models::bench(&mut criterion);
     instance::bench(&mut criterion);
+    // Criterion filters after set-up; skip the slow precompile when the filter cannot match.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    if filters.is_empty() || filters.iter().any(|f| "instance/snapshot".contains(f.as_str()) || f.contains("instance"))
+    {
+        instance::bench_snapshots(&mut criterion);
+    }
     overhead::bench(&mut criterion);
     throughput::bench(&mut criterion);
     dist::bench(&mut criterion);

@@ -2,7 +2,10 @@
 //! subcommand reads only that.
 
 mod cascade;
+#[cfg(feature = "compiler")]
+mod compile;
 mod eval;
+#[cfg(feature = "inspect")]
 mod inspect;
 mod pack;
 mod run;
@@ -57,8 +60,11 @@ enum Command {
     Serve(serve::Args),
     Eval(eval::EvalArgs),
     Calibrate(eval::CalibrateArgs),
+    #[cfg(feature = "inspect")]
     Inspect(inspect::Args),
     Pack(pack::Args),
+    #[cfg(feature = "compiler")]
+    Compile(compile::Args),
     Keygen(sign::KeygenArgs),
     Sign(sign::SignArgs),
     Verify(sign::VerifyArgs),
@@ -111,8 +117,11 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Eval(args) => eval::run_eval(&cli.global, args),
         Command::Calibrate(args) => eval::run_calibrate(&cli.global, args),
+        #[cfg(feature = "inspect")]
         Command::Inspect(args) => inspect::run(&cli.global, args),
         Command::Pack(args) => pack::run(args),
+        #[cfg(feature = "compiler")]
+        Command::Compile(args) => compile::run(&cli.global, args),
         Command::Keygen(args) => sign::keygen(args),
         Command::Sign(args) => sign::sign(args),
         Command::Verify(args) => sign::verify(&cli.global, args),
@@ -136,7 +145,7 @@ pub fn load_with_progress(
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
         bar.set_message(format!(
-            "compiling {name} ({:.1} MB of wasm; once, then cached)",
+            "compiling {name} ({:.1} MB of wasm; once, then cached; `edgecascade compile` does it ahead of time)",
             package.wasm().len() as f64 / 1e6
         ));
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -153,6 +162,8 @@ pub fn load_with_progress(
         edgecascade::CacheOutcome::Compiled => "compiled and cached",
         edgecascade::CacheOutcome::Rebuilt => "cache entry corrupt; recompiled",
         edgecascade::CacheOutcome::Uncached => "compiled (not cached)",
+        edgecascade::CacheOutcome::Precompiled if r.preinitialized => "precompiled, pre-initialized snapshot",
+        edgecascade::CacheOutcome::Precompiled => "precompiled artifact",
     };
     tracing::info!(
         "loaded {} {}: {how} in {} ms, first instance in {} ms",

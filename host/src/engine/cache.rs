@@ -5,6 +5,10 @@
 //! compatibility hash (target, settings) and the wasmtime version, and it
 //! carries its own sha256, because wasmtime trusts deserialized code
 //! completely: a corrupt entry is detected, deleted and rebuilt, never loaded.
+//!
+//! A runtime-only host (no `compiler` feature) has nothing to cache: it loads
+//! only precompiled artifacts (`engine::aot`).
+#![cfg_attr(not(feature = "compiler"), allow(dead_code, unused_imports))]
 
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -27,6 +31,8 @@ pub enum CacheOutcome {
     Rebuilt,
     /// Compiled; caching is off or the entry could not be written.
     Uncached,
+    /// Deserialized from the package's precompiled artifact for this host; no compilation.
+    Precompiled,
 }
 
 /// A directory of compiled modules.
@@ -70,11 +76,13 @@ impl ModuleCache {
         &self.dir
     }
 
+    #[cfg(feature = "compiler")]
     /// The entry path for a module with this wasm hash, on this engine.
     pub fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
         self.dir.join(format!("{}.cwasm", cache_key(engine, wasm_sha256)))
     }
 
+    #[cfg(feature = "compiler")]
     /// Loads a valid entry. `Ok(None)` when absent; a corrupt entry is removed and reported as `Err`.
     pub(crate) fn load(&self, engine: &Engine, wasm_sha256: &str) -> Result<Option<Module>> {
         let path = self.entry_path(engine, wasm_sha256);
@@ -103,6 +111,7 @@ impl ModuleCache {
         }
     }
 
+    #[cfg(feature = "compiler")]
     /// Stores a compiled module. Errors (a full disk) are returned for the
     /// caller to log; the module is usable either way.
     pub(crate) fn store(&self, engine: &Engine, wasm_sha256: &str, module: &Module) -> Result<PathBuf> {
@@ -119,6 +128,7 @@ impl ModuleCache {
     }
 }
 
+#[cfg(feature = "compiler")]
 /// sha256 over the wasm's hash, wasmtime's version and the engine's compatibility hash.
 fn cache_key(engine: &Engine, wasm_sha256: &str) -> String {
     let mut h = ShaHasher(Sha256::new());

@@ -1,9 +1,11 @@
 //! The engine: one wasmtime `Engine` and `Linker` shared by every plugin,
-//! the epoch ticker that enforces deadlines, and the compiled-module cache.
+//! the epoch ticker that enforces deadlines, the compiled-module cache, and
+//! precompiled (ahead-of-time, optionally pre-initialized) artifacts.
 
+pub mod aot;
 pub mod cache;
 
-use crate::plugin::{Package, Plugin, TrustPolicy, VerifiedPackage};
+use crate::plugin::{Package, Plugin, TrustPolicy, VerifiedPackage, sha256_hex};
 use crate::sandbox::{self, HostState};
 use crate::{Error, Result};
 pub use cache::{CacheOutcome, ModuleCache};
@@ -23,6 +25,11 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Keys a plugin must be signed by. Default: none, so signatures are not required.
     pub trust: TrustPolicy,
+    /// Instantiate from a pool of this many pre-reserved instance slots
+    /// (wasmtime's pooling allocator), shared by all plugins: a new instance
+    /// reuses a slot instead of mapping fresh memory. Default: `None`, each
+    /// instance maps its own memory. Reserves 4 GiB of address space per slot.
+    pub pooling: Option<u32>,
 }
 
 impl Default for RuntimeConfig {
@@ -31,6 +38,7 @@ impl Default for RuntimeConfig {
             cache_dir: ModuleCache::default_dir(),
             epoch_tick: Duration::from_millis(2),
             trust: TrustPolicy::default(),
+            pooling: None,
         }
     }
 }
@@ -46,6 +54,43 @@ pub struct LoadReport {
     pub instantiate_time: Duration,
     /// A cache problem that did not stop the load (a corrupt entry, a full disk).
     pub cache_warning: Option<String>,
+    /// Whether the module is a snapshot with its models already loaded, so
+    /// new instances skip `_initialize` and the model load.
+    pub preinitialized: bool,
+}
+
+/// The engine settings that compiled code depends on, as recorded in
+/// precompiled artifacts. [`wasmtime_config`] applies them: change both together.
+const ENGINE_SETTINGS: &[(&str, &str)] = &[
+    ("epoch_interruption", "on"),
+    ("simd", "on"),
+    ("relaxed_simd", "deterministic"),
+    ("cranelift_opt_level", "speed"),
+];
+
+/// A short fingerprint of [`ENGINE_SETTINGS`]; an artifact compiled under other settings is refused.
+pub fn engine_fingerprint() -> String {
+    sha256_hex(format!("{ENGINE_SETTINGS:?}").as_bytes())[..16].to_string()
+}
+
+/// The wasmtime configuration every engine of this host uses; `target`
+/// cross-compiles for another triple (code that only a device of that target can run).
+fn wasmtime_config(target: Option<&str>) -> Result<Config> {
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true);
+    wasm.wasm_simd(true);
+    // Guests may use relaxed SIMD; keep its results the same on every host.
+    wasm.wasm_relaxed_simd(true);
+    wasm.relaxed_simd_deterministic(true);
+    #[cfg(feature = "compiler")]
+    wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if let Some(target) = target {
+        #[cfg(feature = "compiler")]
+        wasm.target(target).map_err(|e| Error::Engine(format!("target {target}: {e:#}")))?;
+        #[cfg(not(feature = "compiler"))]
+        return Err(Error::Engine(format!("cannot compile for {target}: this host is built without a compiler")));
+    }
+    Ok(wasm)
 }
 
 /// The host runtime: compiles, caches and loads plugins.
@@ -78,14 +123,16 @@ struct Inner {
 impl Runtime {
     /// Builds the engine (SIMD on, epoch interruption on) and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
-        let mut wasm = Config::new();
-        wasm.epoch_interruption(true);
-        wasm.wasm_simd(true);
-        // Guests may use relaxed SIMD; keep its results the same on every host.
-        wasm.wasm_relaxed_simd(true);
-        wasm.relaxed_simd_deterministic(true);
-        #[cfg(feature = "compiler")]
-        wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let mut wasm = wasmtime_config(None)?;
+        if let Some(slots) = config.pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_core_instances(slots)
+                .total_memories(slots)
+                .total_tables(slots)
+                .max_memory_size(4 << 30)
+                .table_elements(100_000);
+            wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&wasm).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let linker = sandbox::linker(&engine)?;
         let tick = config.epoch_tick.max(Duration::from_micros(100));
@@ -136,28 +183,44 @@ impl Runtime {
         Package::open(dir)?.verify_with(&self.inner.trust)
     }
 
-    /// Whether loading this package would deserialize from the cache (no compilation).
+    /// Whether loading this package would need no compilation: it has a
+    /// precompiled artifact for this host, or its module is in the cache.
     pub fn is_cached(&self, package: &VerifiedPackage) -> bool {
-        self.cache().is_some_and(|c| c.entry_path(self.engine(), package.wasm_sha256()).is_file())
+        #[cfg(feature = "compiler")]
+        let cached = self.cache().is_some_and(|c| c.entry_path(self.engine(), package.wasm_sha256()).is_file());
+        #[cfg(not(feature = "compiler"))]
+        let cached = false;
+        cached || aot::artifact_path(package.dir(), aot::host_target()).is_file()
     }
 
-    /// Compiles (or deserializes) the module, checks its exports, and loads a first instance.
+    /// Loads the package's precompiled artifact for this host if it has one
+    /// (refusing one that does not match), else compiles (or deserializes
+    /// from the cache); then checks the exports and loads a first instance.
     pub fn load_verified(&self, package: VerifiedPackage) -> Result<Plugin> {
         let started = Instant::now();
-        let (module, cache, cache_warning) = self.module(&package)?;
+        let expected =
+            aot::Expected { target: aot::host_target(), engine: &engine_fingerprint(), trust: &self.inner.trust };
+        let (module, cache, cache_warning, preinitialized) = match aot::load(self.engine(), &package, &expected)? {
+            Some((module, header)) => (module, CacheOutcome::Precompiled, None, header.preinitialized),
+            None => {
+                let (module, cache, warning) = self.module(&package)?;
+                (module, cache, warning, false)
+            }
+        };
         let module_time = started.elapsed();
         let name = &package.manifest().plugin.name;
-        sandbox::check_exports(name, &module)?;
+        sandbox::check_exports(name, &module, preinitialized)?;
         let pre = self
             .inner
             .linker
             .instantiate_pre(&module)
             .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
-        let report = LoadReport { cache, module_time, instantiate_time: Duration::ZERO, cache_warning };
+        let report = LoadReport { cache, module_time, instantiate_time: Duration::ZERO, cache_warning, preinitialized };
         Plugin::new(self, package, pre, report)
     }
 
     /// The compiled module for a package, from the cache when possible.
+    #[cfg(feature = "compiler")]
     pub fn module(&self, package: &VerifiedPackage) -> Result<(Module, CacheOutcome, Option<String>)> {
         let engine = self.engine();
         let sha = package.wasm_sha256();
@@ -193,15 +256,145 @@ impl Runtime {
 
     #[cfg(feature = "compiler")]
     fn compile(&self, plugin: &str, wasm: &[u8]) -> Result<Module> {
-        Module::from_binary(self.engine(), wasm)
-            .map_err(|e| Error::InvalidWasm { plugin: plugin.to_string(), message: format!("{e:#}") })
+        self.compile_with(self.engine(), plugin, wasm)
     }
 
+    /// Without a compiler, only precompiled artifacts load.
     #[cfg(not(feature = "compiler"))]
-    fn compile(&self, plugin: &str, _wasm: &[u8]) -> Result<Module> {
+    pub fn module(&self, package: &VerifiedPackage) -> Result<(Module, CacheOutcome, Option<String>)> {
+        let plugin = &package.manifest().plugin.name;
         Err(Error::InvalidWasm {
             plugin: plugin.to_string(),
-            message: "this host is built without a compiler and no precompiled module is cached".into(),
+            message: format!(
+                "this host is built without a compiler, and the package has no precompiled artifact for {} \
+                 (build one with `edgecascade compile --target {}`)",
+                aot::host_target(),
+                aot::host_target()
+            ),
         })
     }
+
+    /// Compiles the package in `dir` ahead of time for `options.target` and
+    /// writes the artifact into the package (`precompiled/<target>.ecaot`).
+    ///
+    /// With `options.preinitialize`, the plugin first runs here, in the
+    /// sandbox, until its models are loaded, and the artifact is a snapshot of
+    /// that instance: a device then starts instances without parsing any model.
+    #[cfg(feature = "compiler")]
+    pub fn precompile(&self, dir: impl AsRef<Path>, options: &PrecompileOptions) -> Result<PrecompileReport> {
+        let package = self.verify(dir)?;
+        let manifest = package.manifest();
+        let target = options.target.clone().unwrap_or_else(|| aot::host_target().to_string());
+        let started = Instant::now();
+        let wasm = if options.preinitialize { self.preinitialize(&package)? } else { package.wasm().to_vec() };
+        let snapshot_time = started.elapsed();
+        let started = Instant::now();
+        // Code for this very host keeps Cranelift's native CPU features; another target gets its baseline.
+        let config = wasmtime_config((target != aot::host_target()).then_some(target.as_str()))?;
+        let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let code = engine
+            .precompile_module(&wasm)
+            .map_err(|e| Error::InvalidWasm { plugin: manifest.plugin.name.clone(), message: format!("{e:#}") })?;
+        let compile_time = started.elapsed();
+        let header = aot::ArtifactHeader {
+            plugin: manifest.plugin.name.clone(),
+            version: manifest.plugin.version.clone(),
+            target: target.clone(),
+            wasmtime: cache::wasmtime_version().to_string(),
+            engine: engine_fingerprint(),
+            package: package.digest(),
+            preinitialized: options.preinitialize,
+            module_sha256: String::new(),
+            created_by: env!("CARGO_PKG_VERSION").to_string(),
+            signature: None,
+        };
+        let path = aot::artifact_path(package.dir(), &target);
+        let bytes = aot::write(&path, header, &code, options.key.as_ref())?;
+        Ok(PrecompileReport {
+            path,
+            target,
+            wasm_bytes: wasm.len() as u64,
+            artifact_bytes: bytes,
+            preinitialized: options.preinitialize,
+            signed: options.key.is_some(),
+            snapshot_time,
+            compile_time,
+        })
+    }
+
+    /// Runs the plugin's `_initialize` and model load in the sandbox, then
+    /// snapshots the instance into a new module (with wasmtime-wizer).
+    #[cfg(feature = "compiler")]
+    fn preinitialize(&self, package: &VerifiedPackage) -> Result<Vec<u8>> {
+        let name = &package.manifest().plugin.name;
+        let failed = |message: String| Error::Snapshot { plugin: name.clone(), message };
+        let wizer = wasmtime_wizer::Wizer::new();
+        let (context, instrumented) = wizer.instrument(package.wasm()).map_err(|e| failed(format!("{e:#}")))?;
+        // This module runs once, to load the models: compile it quickly rather than well.
+        let mut config = wasmtime_config(None)?;
+        config.cranelift_opt_level(wasmtime::OptLevel::None);
+        let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let module = self.compile_with(&engine, name, &instrumented)?;
+        sandbox::check_exports(name, &module, false)?;
+        let pre = sandbox::linker(&engine)?
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
+        let ctx = crate::sandbox::CallContext {
+            plugin: name.clone(),
+            limits: package.manifest().limits.clone(),
+            epoch_tick: self.epoch_tick(),
+        };
+        // The load runs under its deadline, so this engine needs its own epoch ticker.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(self.epoch_tick());
+                    engine.increment_epoch();
+                }
+            });
+            let snapshot = crate::sandbox::Instance::new(&pre, ctx, Some(&package.load_frame()))
+                .and_then(|mut instance| instance.snapshot(&wizer, &context));
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            snapshot
+        })
+    }
+
+    #[cfg(feature = "compiler")]
+    fn compile_with(&self, engine: &Engine, plugin: &str, wasm: &[u8]) -> Result<Module> {
+        Module::from_binary(engine, wasm)
+            .map_err(|e| Error::InvalidWasm { plugin: plugin.to_string(), message: format!("{e:#}") })
+    }
+}
+
+/// How to precompile a plugin ([`Runtime::precompile`]).
+#[derive(Debug, Clone, Default)]
+pub struct PrecompileOptions {
+    /// The device's target triple, such as `aarch64-unknown-linux-gnu`. Default: this host's.
+    pub target: Option<String>,
+    /// Snapshot the plugin with its models loaded, so instances start ready.
+    pub preinitialize: bool,
+    /// Sign the artifact, for hosts that require signed plugins.
+    pub key: Option<ed25519_dalek::SigningKey>,
+}
+
+/// What [`Runtime::precompile`] wrote.
+#[derive(Debug, Clone)]
+pub struct PrecompileReport {
+    /// The artifact.
+    pub path: PathBuf,
+    /// The target it is for.
+    pub target: String,
+    /// The size of the wasm that was compiled (the snapshot, if pre-initialized).
+    pub wasm_bytes: u64,
+    /// The size of the artifact.
+    pub artifact_bytes: u64,
+    /// Whether it is a pre-initialized snapshot.
+    pub preinitialized: bool,
+    /// Whether it is signed.
+    pub signed: bool,
+    /// Time spent loading the models and taking the snapshot.
+    pub snapshot_time: Duration,
+    /// Time spent in Cranelift for the target.
+    pub compile_time: Duration,
 }

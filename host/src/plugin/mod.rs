@@ -13,6 +13,8 @@ use edgecascade_abi::{Answer, Outcome, Prompt, ResultFrame, content_type};
 pub use manifest::Manifest;
 pub(crate) use package::write_atomic;
 pub use package::{Package, VerifiedPackage, pack, sha256_hex};
+#[cfg(feature = "compiler")]
+pub(crate) use sign::signature;
 pub use sign::{TrustPolicy, keygen, sign, signing_key};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -97,7 +99,8 @@ pub struct Plugin {
 struct Inner {
     manifest: Manifest,
     pre: InstancePre<HostState>,
-    load_frame: Vec<u8>,
+    /// The models to load into each new instance; `None` for a pre-initialized snapshot.
+    load_frame: Option<Vec<u8>>,
     ctx: CallContext,
     report: LoadReport,
     pool: Mutex<Pool>,
@@ -123,9 +126,9 @@ impl Plugin {
             limits: manifest.limits.clone(),
             epoch_tick: runtime.epoch_tick(),
         };
-        let load_frame = package.load_frame();
+        let load_frame = (!report.preinitialized).then(|| package.load_frame());
         let started = Instant::now();
-        let first = Instance::new(&pre, ctx.clone(), &load_frame)?;
+        let first = Instance::new(&pre, ctx.clone(), load_frame.as_deref())?;
         report.instantiate_time = started.elapsed();
         let pool = Pool { idle: vec![first], stats: PoolStats { created: 1, live: 1, ..Default::default() } };
         Ok(Plugin {
@@ -256,7 +259,7 @@ impl Plugin {
                 pool.stats.live += 1;
                 pool.stats.created += 1;
                 drop(pool);
-                let fresh = Instance::new(&self.inner.pre, self.inner.ctx.clone(), &self.inner.load_frame);
+                let fresh = Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load_frame.as_deref());
                 if fresh.is_err() {
                     self.lock().stats.live -= 1;
                     self.inner.returned.notify_one();
@@ -273,7 +276,7 @@ impl Plugin {
     /// For the benchmarks in `host/benches`; not part of the API.
     #[doc(hidden)]
     pub fn fresh_instance_for_bench(&self) -> Result<impl Sized + use<>> {
-        Instance::new(&self.inner.pre, self.inner.ctx.clone(), &self.inner.load_frame)
+        Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load_frame.as_deref())
     }
 
     /// The linear memory, in bytes, of each idle instance.

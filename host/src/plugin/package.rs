@@ -115,6 +115,13 @@ impl VerifiedPackage {
         self.files.iter().map(|(n, k, b)| (n.as_str(), *k, b.as_slice()))
     }
 
+    /// A sha256 over the manifest without its signature. The manifest pins
+    /// every file's hash, so this names the package's exact contents;
+    /// precompiled artifacts are bound to it.
+    pub fn digest(&self) -> String {
+        sha256_hex(&super::sign::signed_bytes(&self.manifest))
+    }
+
     /// The load frame the guest receives (see `guest/ABI.md`).
     pub(crate) fn load_frame(&self) -> Vec<u8> {
         let m = &self.manifest;
@@ -144,7 +151,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Makes a package: reads the manifest template at `template` (a `plugin.toml`
 /// whose hashes may be missing), finds each file next to the template or in
 /// one of `search` directories, copies it into `out`, fills in every sha256,
-/// and writes `out/plugin.toml`. Returns the final manifest.
+/// and writes `out/plugin.toml`. Precompiled artifacts in `out` that were
+/// built from other contents are removed. Returns the final manifest.
 pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest> {
     let text = std::fs::read_to_string(template).map_err(|e| Error::io(template, e))?;
     let mut manifest = Manifest::parse(&text, template)?;
@@ -169,6 +177,7 @@ pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest>
     }
     manifest.signature = None;
     write_atomic(&out.join(MANIFEST_FILE), manifest.to_toml().as_bytes())?;
+    crate::engine::aot::remove_stale(out, &sha256_hex(&super::sign::signed_bytes(&manifest)));
     Ok(manifest)
 }
 

@@ -52,22 +52,34 @@ impl TrustPolicy {
         if !self.requires_signature() {
             return Ok(());
         }
+        self.verify(&plugin, sig, &signed_bytes(manifest), "the manifest")
+    }
+
+    /// Checks that `sig` is a valid signature over `bytes` by a trusted key;
+    /// `what` names the signed thing in the error.
+    pub(crate) fn verify(&self, plugin: &str, sig: &Signature, bytes: &[u8], what: &str) -> Result<()> {
+        let plugin = plugin.to_string();
         let key = public_key(&sig.key)?;
         if !self.keys.contains(&key) {
             return Err(Error::UntrustedKey { plugin, key: sig.key.clone() });
         }
-        let bytes: [u8; 64] = hex::decode(&sig.ed25519)
+        let raw: [u8; 64] = hex::decode(&sig.ed25519)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| Error::BadSignature { plugin: plugin.clone(), detail: "not 64 hex bytes".into() })?;
-        let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        key.verify_strict(&signed_bytes(manifest), &signature)
-            .map_err(|_| Error::BadSignature { plugin, detail: "does not match the manifest".into() })
+        let signature = ed25519_dalek::Signature::from_bytes(&raw);
+        key.verify_strict(bytes, &signature)
+            .map_err(|_| Error::BadSignature { plugin, detail: format!("does not match {what}") })
     }
 }
 
+/// Signs `bytes` with `key`, as a [`Signature`] table.
+pub(crate) fn signature(key: &SigningKey, bytes: &[u8]) -> Signature {
+    Signature { key: hex::encode(key.verifying_key().to_bytes()), ed25519: hex::encode(key.sign(bytes).to_bytes()) }
+}
+
 /// What a signature covers: the manifest without its signature table.
-fn signed_bytes(manifest: &Manifest) -> Vec<u8> {
+pub(super) fn signed_bytes(manifest: &Manifest) -> Vec<u8> {
     let mut unsigned = manifest.clone();
     unsigned.signature = None;
     unsigned.to_toml().into_bytes()
@@ -104,11 +116,7 @@ pub fn signing_key(path: &Path) -> Result<SigningKey> {
 pub fn sign(dir: &Path, key: &SigningKey) -> Result<Manifest> {
     let verified = super::Package::open(dir)?.verify()?;
     let mut manifest = verified.manifest().clone();
-    let signature = key.sign(&signed_bytes(&manifest));
-    manifest.signature = Some(Signature {
-        key: hex::encode(key.verifying_key().to_bytes()),
-        ed25519: hex::encode(signature.to_bytes()),
-    });
+    manifest.signature = Some(signature(key, &signed_bytes(&manifest)));
     super::write_atomic(&dir.join(MANIFEST_FILE), manifest.to_toml().as_bytes())?;
     Ok(manifest)
 }

@@ -87,7 +87,8 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
 }
 
 /// Checks that a compiled module exports everything ABI v1 requires, with the right types.
-pub(crate) fn check_exports(plugin: &str, module: &Module) -> Result<()> {
+/// A pre-initialized snapshot has already run `_initialize`, and no longer exports it.
+pub(crate) fn check_exports(plugin: &str, module: &Module, preinitialized: bool) -> Result<()> {
     use wasmtime::{ExternType, ValType};
     #[derive(Clone, Copy, PartialEq, Debug)]
     enum T {
@@ -119,6 +120,9 @@ pub(crate) fn check_exports(plugin: &str, module: &Module) -> Result<()> {
         None => return Err(missing(exports::MEMORY, "missing".into())),
     }
     for (name, params, results) in required {
+        if preinitialized && name == exports::INITIALIZE {
+            continue;
+        }
         let Some(ExternType::Func(ty)) = module.get_export(name) else {
             return Err(missing(name, "missing, or not a function".into()));
         };
@@ -144,6 +148,9 @@ pub(crate) enum Call {
 /// One live, loaded instance of a plugin.
 pub(crate) struct Instance {
     store: Store<HostState>,
+    // Read only to take a snapshot, which needs the compiler.
+    #[cfg_attr(not(feature = "compiler"), allow(dead_code))]
+    instance: wasmtime::Instance,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     infer: TypedFunc<(i32, i32), i64>,
@@ -190,8 +197,10 @@ impl CallContext {
 }
 
 impl Instance {
-    /// Instantiates, runs `_initialize`, checks the ABI version, and loads the models.
-    pub(crate) fn new(pre: &InstancePre<HostState>, ctx: CallContext, load_frame: &[u8]) -> Result<Instance> {
+    /// Instantiates, runs `_initialize`, checks the ABI version, and loads the
+    /// models from `load_frame`. With `None`, the module is a pre-initialized
+    /// snapshot whose models are already loaded: only the ABI version is checked.
+    pub(crate) fn new(pre: &InstancePre<HostState>, ctx: CallContext, load_frame: Option<&[u8]>) -> Result<Instance> {
         let engine = pre.module().engine();
         let stderr = StderrCapture::new(ctx.limits.stderr as usize);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -227,9 +236,14 @@ impl Instance {
             export: name.to_string(),
             detail: format!("{e}"),
         };
-        let initialize = func(&mut store, exports::INITIALIZE)?
-            .typed::<(), ()>(&store)
-            .map_err(|e| typed_err(exports::INITIALIZE, e))?;
+        let initialize = match load_frame {
+            Some(_) => Some(
+                func(&mut store, exports::INITIALIZE)?
+                    .typed::<(), ()>(&store)
+                    .map_err(|e| typed_err(exports::INITIALIZE, e))?,
+            ),
+            None => None,
+        };
         let version = func(&mut store, exports::ABI_VERSION)?
             .typed::<(), i32>(&store)
             .map_err(|e| typed_err(exports::ABI_VERSION, e))?;
@@ -248,8 +262,10 @@ impl Instance {
             detail: "missing".into(),
         })?;
 
-        let mut this = Instance { store, memory, alloc, infer, prompt, parse_reply, ctx };
-        this.guarded(load_deadline, |store| initialize.call(store, ()))?;
+        let mut this = Instance { store, instance, memory, alloc, infer, prompt, parse_reply, ctx };
+        if let Some(initialize) = initialize {
+            this.guarded(load_deadline, |store| initialize.call(store, ()))?;
+        }
         let found = this.guarded(load_deadline, |store| version.call(store, ()))?;
         if found as u32 != edgecascade_abi::ABI_VERSION {
             return Err(Error::AbiMismatch {
@@ -258,6 +274,7 @@ impl Instance {
                 found: found.into(),
             });
         }
+        let Some(load_frame) = load_frame else { return Ok(this) };
         let frame = this.call_raw(load, &[load_frame], load_deadline)?;
         match frame.decode::<edgecascade_abi::Loaded>() {
             Ok(edgecascade_abi::Outcome::Ok(_)) => Ok(this),
@@ -342,8 +359,66 @@ impl Instance {
         result.map_err(|e| self.ctx.classify(self.store.data_mut(), e, deadline))
     }
 
+    /// Snapshots this instance's memory and globals into a new module that
+    /// starts in this state: the models loaded, `_initialize` already run.
+    /// The instance must come from `wizer`'s instrumented module.
+    #[cfg(feature = "compiler")]
+    pub(crate) fn snapshot(
+        &mut self,
+        wizer: &wasmtime_wizer::Wizer,
+        module: &wasmtime_wizer::ModuleContext<'_>,
+    ) -> Result<Vec<u8>> {
+        let mut view = SnapshotView { store: &mut self.store, instance: self.instance };
+        block_on(wizer.snapshot(module, &mut view))
+            .map_err(|e| Error::Snapshot { plugin: self.ctx.plugin.clone(), message: format!("{e:#}") })
+    }
+
     /// The guest's current linear memory size, in bytes.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.memory.data_size(&self.store)
+    }
+}
+
+/// What wizer reads to take a snapshot: the instrumented module's exported globals and memories.
+#[cfg(feature = "compiler")]
+struct SnapshotView<'a> {
+    store: &'a mut Store<HostState>,
+    instance: wasmtime::Instance,
+}
+
+#[cfg(feature = "compiler")]
+impl wasmtime_wizer::InstanceState for SnapshotView<'_> {
+    async fn global_get(&mut self, name: &str, _type: wasmtime_wizer::ValType) -> wasmtime_wizer::SnapshotVal {
+        use wasmtime::Val;
+        use wasmtime_wizer::SnapshotVal;
+        // Wizer asks only for globals its instrumentation exported, so they exist.
+        let global = self.instance.get_global(&mut *self.store, name).expect("wizer exported this global");
+        match global.get(&mut *self.store) {
+            Val::I32(x) => SnapshotVal::I32(x),
+            Val::I64(x) => SnapshotVal::I64(x),
+            Val::F32(x) => SnapshotVal::F32(x),
+            Val::F64(x) => SnapshotVal::F64(x),
+            Val::V128(x) => SnapshotVal::V128(x.as_u128()),
+            other => panic!("wizer cannot snapshot a {:?} global", other.ty(&*self.store)),
+        }
+    }
+
+    async fn memory_contents(&mut self, name: &str, contents: impl FnOnce(&[u8]) + Send) {
+        let memory = self.instance.get_memory(&mut *self.store, name).expect("wizer exported this memory");
+        contents(memory.data(&*self.store))
+    }
+}
+
+/// Runs a future that never waits (wizer's snapshot is async only to allow
+/// async stores; ours answers at once).
+#[cfg(feature = "compiler")]
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::yield_now();
     }
 }

@@ -1,0 +1,200 @@
+//! Precompiled plugin artifacts: a plugin compiled ahead of time, on a build
+//! machine, for a device's target, so that the device never runs Cranelift.
+//!
+//! An artifact lives in its package, at `precompiled/<target triple>.ecaot`,
+//! and is bound to everything that makes machine code valid: the target, the
+//! wasmtime version, this host's engine settings, and the exact package (the
+//! digest of its manifest, which pins every file's hash). A host looks only
+//! for the artifact of its own target, and refuses one that does not match
+//! with [`Error::ArtifactMismatch`], naming what differs; it never loads one
+//! blindly, because wasmtime trusts deserialized code completely.
+//!
+//! ```text
+//! "ECAOT001" | header length (u32 LE) | header (JSON) | wasmtime artifact
+//! ```
+//!
+//! The header records the artifact's sha256, and an ed25519 signature over
+//! the header when the artifact was signed; a host with a trust policy
+//! requires that signature, just as it requires the package's.
+
+use crate::plugin::manifest::Signature;
+use crate::plugin::{TrustPolicy, VerifiedPackage, sha256_hex};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use wasmtime::{Engine, Module};
+
+/// The folder of a package that holds its precompiled artifacts.
+pub const ARTIFACT_DIR: &str = "precompiled";
+
+/// The file extension of an artifact.
+pub const ARTIFACT_EXTENSION: &str = "ecaot";
+
+const MAGIC: &[u8; 8] = b"ECAOT001";
+
+/// The target triple this host was built for.
+pub fn host_target() -> &'static str {
+    env!("EDGECASCADE_TARGET")
+}
+
+/// Where the artifact for `target` lives in the package at `dir`.
+pub fn artifact_path(dir: &Path, target: &str) -> PathBuf {
+    dir.join(ARTIFACT_DIR).join(format!("{target}.{ARTIFACT_EXTENSION}"))
+}
+
+/// What an artifact is bound to, stored in front of the machine code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactHeader {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The target triple the code is for.
+    pub target: String,
+    /// The wasmtime version that compiled it.
+    pub wasmtime: String,
+    /// A fingerprint of the engine settings it was compiled with.
+    pub engine: String,
+    /// The package digest ([`VerifiedPackage::digest`]).
+    pub package: String,
+    /// Whether the module is a snapshot taken after its models were loaded.
+    pub preinitialized: bool,
+    /// The sha256 of the wasmtime artifact that follows the header.
+    pub module_sha256: String,
+    /// The edgecascade version that wrote it.
+    pub created_by: String,
+    /// An ed25519 signature over the header without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+impl ArtifactHeader {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let unsigned = ArtifactHeader { signature: None, ..self.clone() };
+        serde_json::to_vec(&unsigned).expect("a header always serializes")
+    }
+}
+
+/// Writes an artifact: header, then the wasmtime artifact. Signs the header with `key` when given.
+#[cfg(feature = "compiler")]
+pub(crate) fn write(
+    path: &Path,
+    mut header: ArtifactHeader,
+    module: &[u8],
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<u64> {
+    header.module_sha256 = sha256_hex(module);
+    header.signature = key.map(|k| crate::plugin::signature(k, &header.signed_bytes()));
+    let json = serde_json::to_vec(&header).expect("a header always serializes");
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + json.len() + module.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(module);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    crate::plugin::write_atomic(path, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Reads an artifact's header and body. The body is not checked here.
+pub fn read(path: &Path) -> Result<(ArtifactHeader, Vec<u8>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let refuse = |reason: String| Error::ArtifactMismatch { path: path.to_path_buf(), reason };
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| refuse("it is not an edgecascade artifact (bad magic)".into()))?;
+    let len = rest.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    let (json, body) = match len {
+        Some(len) if rest.len() >= 4 + len => rest[4..].split_at(len),
+        _ => return Err(refuse("its header is truncated".into())),
+    };
+    let header: ArtifactHeader =
+        serde_json::from_slice(json).map_err(|e| refuse(format!("its header is not valid: {e}")))?;
+    Ok((header, body.to_vec()))
+}
+
+/// Whether `path` holds an artifact for exactly this package, target,
+/// wasmtime version and engine settings (so compiling again would change
+/// nothing). Its machine code is not checked.
+pub fn is_current(path: &Path, package: &VerifiedPackage, target: &str, preinitialized: bool) -> bool {
+    read(path).is_ok_and(|(h, _)| {
+        h.target == target
+            && h.wasmtime == super::cache::wasmtime_version()
+            && h.engine == super::engine_fingerprint()
+            && h.package == package.digest()
+            && h.preinitialized == preinitialized
+    })
+}
+
+/// Removes the artifacts in the package at `dir` that were built for another
+/// package digest: after a re-pack they could only be refused.
+pub(crate) fn remove_stale(dir: &Path, digest: &str) {
+    let Ok(entries) = std::fs::read_dir(dir.join(ARTIFACT_DIR)) else { return };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let stale = path.extension().is_some_and(|x| x == ARTIFACT_EXTENSION)
+            && read(&path).map_or(true, |(h, _)| h.package != digest);
+        if stale {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// What a host expects of an artifact.
+pub(crate) struct Expected<'a> {
+    pub target: &'a str,
+    pub engine: &'a str,
+    pub trust: &'a TrustPolicy,
+}
+
+/// Loads the artifact for this host's target from `package`, if there is one.
+///
+/// `Ok(None)`: the package has no artifact for this target. An artifact that
+/// exists but does not match is an error, never skipped: a device should learn
+/// that its build machine produced the wrong thing.
+pub(crate) fn load(
+    engine: &Engine,
+    package: &VerifiedPackage,
+    expected: &Expected<'_>,
+) -> Result<Option<(Module, ArtifactHeader)>> {
+    let path = artifact_path(package.dir(), expected.target);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let (header, body) = read(&path)?;
+    let refuse = |reason: String| Error::ArtifactMismatch { path: path.clone(), reason };
+    let plugin = &package.manifest().plugin;
+    let checks = [
+        ("target", header.target.as_str(), expected.target),
+        ("wasmtime version", header.wasmtime.as_str(), super::cache::wasmtime_version()),
+        ("engine settings", header.engine.as_str(), expected.engine),
+        ("plugin", header.plugin.as_str(), plugin.name.as_str()),
+        ("plugin version", header.version.as_str(), plugin.version.as_str()),
+        ("package digest", header.package.as_str(), &package.digest()),
+    ];
+    for (what, found, wanted) in checks {
+        if found != wanted {
+            return Err(refuse(format!(
+                "it was built for {what} {found}, and this host needs {wanted}; \
+                 rebuild it with `edgecascade compile --target {}`",
+                expected.target
+            )));
+        }
+    }
+    if sha256_hex(&body) != header.module_sha256 {
+        return Err(refuse("its machine code does not match its recorded sha256 (corrupt or altered)".into()));
+    }
+    if expected.trust.requires_signature() {
+        let Some(sig) = &header.signature else {
+            return Err(Error::Unsigned { plugin: format!("{} (precompiled artifact)", plugin.name) });
+        };
+        expected.trust.verify(&plugin.name, sig, &header.signed_bytes(), "the precompiled artifact")?;
+    }
+    // SAFETY: the body is byte-for-byte what `Engine::precompile_module` wrote
+    // (its sha256 is in the header, which is signed when the host requires
+    // signatures), for this target, wasmtime version and engine settings;
+    // wasmtime checks its own header, version and CPU features as well.
+    let module = unsafe { Module::deserialize(engine, &body) }.map_err(|e| refuse(format!("wasmtime: {e:#}")))?;
+    Ok(Some((module, header)))
+}

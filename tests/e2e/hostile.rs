@@ -153,7 +153,7 @@ fn rss() -> u64 {
 }
 
 #[test]
-fn a_thousand_faults_in_a_row_do_not_grow_the_host() {
+fn twelve_hundred_faults_in_a_row_do_not_grow_the_host() {
     // A plugin of its own, so other tests' instances do not blur the measurement.
     let tmp = tempfile::tempdir().unwrap();
     let pkg = make_package(tmp.path(), &hostile_manifest(""), &[("hostile.wasm", &hostile_wasm())]);
@@ -164,11 +164,18 @@ fn a_thousand_faults_in_a_row_do_not_grow_the_host() {
         }
     };
     round(100); // warm up allocator pools and caches
-    let before = rss();
-    round(1000);
-    let after = rss();
+    // RSS is the whole test process's, and other tests run alongside: a leak
+    // grows it in every round, their noise only in some. So the quietest of
+    // three rounds of 400 must stay flat.
+    let growth = (0..3)
+        .map(|_| {
+            let before = rss();
+            round(400);
+            rss().saturating_sub(before)
+        })
+        .min()
+        .unwrap();
     still_serves(&p);
-    assert!(p.pool_stats().discarded >= 1100);
-    let growth = after.saturating_sub(before);
-    assert!(growth < 32 << 20, "1000 faults grew the host by {} MiB", growth >> 20);
+    assert!(p.pool_stats().discarded >= 1300);
+    assert!(growth < 16 << 20, "400 faults grew the host by {} MiB", growth >> 20);
 }

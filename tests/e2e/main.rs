@@ -8,9 +8,12 @@
 mod servers;
 mod support;
 
+mod aot;
 mod cache;
+mod capi;
 mod cascade;
 mod cli;
+mod edge;
 mod hostile;
 mod models;
 mod packages;

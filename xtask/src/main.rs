@@ -16,6 +16,8 @@ tasks:
   lint      cargo fmt --check and clippy -D warnings on both workspaces
   load      serve news-topic on loopback and drive it with 64 connections for 60 s
             (--connections N --seconds S)
+  footprint measure binary sizes, resident memory and time to first answer, with and
+            without precompiled plugins (the README's footprint table)
   distill   the distillation loop on sentiment traffic: escalate with the log on, retrain
             from the log, pack a new version, compare old and new through the cascade
             (--task sentiment|news --traffic N --test N; default: all rows)";
@@ -46,6 +48,10 @@ fn run_task() -> Result<()> {
             project.test(&rest)
         }
         "lint" => project.lint(),
+        "footprint" => {
+            project.plugins(HostBuild::WithTests)?;
+            project.footprint()
+        }
         "distill" => {
             project.plugins(HostBuild::Binary)?;
             project.distill(&rest)
@@ -109,6 +115,10 @@ impl Project {
             HostBuild::WithTests => &["test", "--release", "--workspace", "--no-run"],
         };
         run(Command::new("cargo").current_dir(&self.root).args(args))?;
+        if let HostBuild::WithTests = host {
+            // `cargo test` builds a cdylib only as a test harness; the C API test links the real one.
+            run(Command::new("cargo").current_dir(&self.root).args(["build", "--release", "-p", "edgecascade-capi"]))?;
+        }
         step("packing plugins");
         let wasm_dir = self.target.join("guest/wasm32-wasip1/release");
         let mut templates: Vec<PathBuf> = std::fs::read_dir(self.root.join("guest/packages"))?
@@ -277,13 +287,134 @@ impl Project {
                 "--features",
                 "text",
             ]))?;
+        let arm_host = self.edge()?;
         step("host unit, end-to-end and doc tests");
         run(Command::new("cargo")
             .current_dir(&self.root)
+            .env("EDGECASCADE_AARCH64_HOST", arm_host)
             .env("EDGECASCADE_PLUGINS", self.plugins_dir())
             .env("EDGECASCADE_CACHE_DIR", self.target.join("module-cache"))
             .args(["test", "--release", "--workspace"])
             .args(rest))?;
+        Ok(())
+    }
+
+    /// The edge path the tests check under qemu-user: the runtime-only host
+    /// cross-built for aarch64, and news-topic precompiled for it on this machine.
+    /// Returns the aarch64 binary.
+    fn edge(&self) -> Result<PathBuf> {
+        self.ensure_cross_tools()?;
+        step(&format!("cross-building the runtime-only host (no Cranelift) for {ARM}"));
+        run(Command::new("cargo").current_dir(&self.root).args(RUNTIME_ONLY).args(["--target", ARM]))?;
+        step(&format!("precompiling news-topic for {ARM} (a pre-initialized snapshot)"));
+        run(Command::new(self.binary()).args(["compile", "--target", ARM]).arg(self.plugins_dir().join("news-topic")))?;
+        Ok(self.target.join(ARM).join("release").join("edgecascade"))
+    }
+
+    /// The README's footprint table: sizes, memory, and time to the first answer.
+    fn footprint(&self) -> Result<()> {
+        let arm_host = self.edge()?;
+        step("building the runtime-only host for this machine (its own target dir)");
+        let runtime_only_dir = self.target.join("runtime-only");
+        run(Command::new("cargo")
+            .current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", &runtime_only_dir)
+            .args(RUNTIME_ONLY))?;
+        let work = self.target.join("footprint");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let stripped = |path: &Path, strip: &str| -> Result<u64> {
+            let copy = work.join(format!("stripped-{}", path.file_name().unwrap_or_default().to_string_lossy()));
+            std::fs::copy(path, &copy)?;
+            run(Command::new(strip).arg(&copy))?;
+            Ok(std::fs::metadata(&copy)?.len())
+        };
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        let release = self.target.join("release");
+        println!("| binary | size (stripped) |\n|---|---|");
+        println!("| x86_64 host, full (Cranelift) | {} |", mb(stripped(&self.binary(), "strip")?));
+        let x86_runtime_only = runtime_only_dir.join("release/edgecascade");
+        println!("| x86_64 host, runtime-only | {} |", mb(stripped(&x86_runtime_only, "strip")?));
+        println!("| aarch64 host, runtime-only | {} |", mb(stripped(&arm_host, "aarch64-linux-gnu-strip")?));
+        println!(
+            "| libedgecascade_capi.so (x86_64, full) | {} |",
+            mb(stripped(&release.join("libedgecascade_capi.so"), "strip")?)
+        );
+
+        // The same package twice: compiled on the device (from the module cache), and precompiled.
+        let plain = work.join("news-topic");
+        let precompiled = work.join("news-topic-precompiled");
+        for dir in [&plain, &precompiled] {
+            run(Command::new("cp").arg("-r").arg(self.plugins_dir().join("news-topic")).arg(dir))?;
+            let _ = std::fs::remove_dir_all(dir.join("precompiled"));
+        }
+        run(Command::new(self.binary()).arg("compile").arg(&precompiled))?;
+        let cache = self.target.join("module-cache");
+        let example = release.join("examples/footprint");
+        println!(
+            "\n| news-topic | RSS, one warm plugin | RSS per extra instance | new instance | first answer (in process) |"
+        );
+        println!("|---|---|---|---|---|");
+        for (name, dir) in [("compiled on device (cached)", &plain), ("precompiled snapshot", &precompiled)] {
+            let out = Command::new(&example).arg(dir).arg("8").env("EDGECASCADE_CACHE_DIR", &cache).output()?;
+            anyhow::ensure!(out.status.success(), "footprint example: {}", String::from_utf8_lossy(&out.stderr));
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+            println!(
+                "| {name} | {:.1} MiB | {:.2} MiB | {:.0} µs | {:.0} ms |",
+                f("rss_one_warm_plugin_bytes") / 1048576.0,
+                f("rss_per_extra_instance_bytes") / 1048576.0,
+                f("instance_create_us"),
+                f("first_answer_ms"),
+            );
+        }
+
+        // Whole processes: start, load, answer one request, exit.
+        let time_run = |dir: &Path, cache: Option<&Path>| -> Result<f64> {
+            let mut cmd = Command::new(self.binary());
+            match cache {
+                Some(c) => cmd.env("EDGECASCADE_CACHE_DIR", c),
+                None => cmd.arg("--no-cache"),
+            };
+            let started = std::time::Instant::now();
+            let out =
+                cmd.args(["run", "--mode", "local", "--text", "Rates rose again", "--plugin"]).arg(dir).output()?;
+            anyhow::ensure!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
+            Ok(started.elapsed().as_secs_f64() * 1e3)
+        };
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let runs = |dir: &Path, cache: Option<&Path>| -> Result<f64> {
+            Ok(median((0..7).map(|_| time_run(dir, cache)).collect::<Result<Vec<_>>>()?))
+        };
+        println!("\n| process start to first answer (`edgecascade run`, median of 7) | time |\n|---|---|");
+        println!("| precompiled snapshot | {:.0} ms |", runs(&precompiled, None)?);
+        println!("| compiled module from the cache | {:.0} ms |", runs(&plain, Some(&cache))?);
+        println!("| first run ever: Cranelift compile (1 run) | {:.0} ms |", time_run(&plain, None)?);
+        Ok(())
+    }
+
+    /// The aarch64 Rust target, cross linker and qemu-user (Debian packages).
+    fn ensure_cross_tools(&self) -> Result<()> {
+        let installed = Command::new("rustup").args(["target", "list", "--installed"]).output()?;
+        if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == ARM) {
+            step(&format!("installing the {ARM} target (rustup target add {ARM})"));
+            run(Command::new("rustup").args(["target", "add", ARM]))?;
+        }
+        let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+        if !(have("aarch64-linux-gnu-gcc") && have("qemu-aarch64")) {
+            step("installing the aarch64 cross linker and qemu-user (apt-get)");
+            let packages = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-user"];
+            let install =
+                |args: &[&str]| run(Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive"));
+            if install(&[&["install", "-y", "--no-install-recommends"][..], &packages].concat()).is_err() {
+                install(&["update"])?;
+                install(&[&["install", "-y", "--no-install-recommends"][..], &packages].concat())
+                    .context("the aarch64 test needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user")?;
+            }
+        }
         Ok(())
     }
 
@@ -639,6 +770,13 @@ fn load_worker(addr: &str, text: &str, deadline: std::time::Instant) -> (u64, u6
     }
     (ok, errors, latencies)
 }
+
+/// The board target the edge test cross-builds for.
+const ARM: &str = "aarch64-unknown-linux-gnu";
+
+/// `cargo` arguments for the runtime-only host: the CLI without Cranelift or native tract.
+const RUNTIME_ONLY: &[&str] =
+    &["build", "--release", "-p", "edgecascade", "--no-default-features", "--features", "cli"];
 
 fn step(what: &str) {
     eprintln!("\n==> {what}");

@@ -5,6 +5,7 @@ mod cascade;
 mod eval;
 mod inspect;
 mod pack;
+mod promote;
 mod run;
 mod serve;
 mod sign;
@@ -57,6 +58,7 @@ enum Command {
     Serve(serve::Args),
     Eval(eval::EvalArgs),
     Calibrate(eval::CalibrateArgs),
+    Promote(promote::Args),
     Inspect(inspect::Args),
     Pack(pack::Args),
     Keygen(sign::KeygenArgs),
@@ -111,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Eval(args) => eval::run_eval(&cli.global, args),
         Command::Calibrate(args) => eval::run_calibrate(&cli.global, args),
+        Command::Promote(args) => promote::run(&cli.global, args),
         Command::Inspect(args) => inspect::run(&cli.global, args),
         Command::Pack(args) => pack::run(args),
         Command::Keygen(args) => sign::keygen(args),

@@ -96,6 +96,7 @@ pub struct Plugin {
 
 struct Inner {
     manifest: Manifest,
+    model_bytes: u64,
     pre: InstancePre<HostState>,
     load_frame: Vec<u8>,
     ctx: CallContext,
@@ -124,6 +125,7 @@ impl Plugin {
             epoch_tick: runtime.epoch_tick(),
         };
         let load_frame = package.load_frame();
+        let model_bytes = package.model_bytes();
         let started = Instant::now();
         let first = Instance::new(&pre, ctx.clone(), &load_frame)?;
         report.instantiate_time = started.elapsed();
@@ -131,6 +133,7 @@ impl Plugin {
         Ok(Plugin {
             inner: Arc::new(Inner {
                 manifest,
+                model_bytes,
                 pre,
                 load_frame,
                 ctx,
@@ -154,6 +157,11 @@ impl Plugin {
     /// The verified manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+
+    /// The size of the plugin's models in bytes (assets and the module not included).
+    pub fn model_bytes(&self) -> u64 {
+        self.inner.model_bytes
     }
 
     /// What loading did: cache hit or compile, and how long it took.

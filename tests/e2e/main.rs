@@ -14,6 +14,7 @@ mod cli;
 mod hostile;
 mod models;
 mod packages;
+mod promotion;
 mod robustness;
 mod signing;
 mod spine;

@@ -610,7 +610,7 @@ impl Tier {
         run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
         let status = self.child.wait()?;
         anyhow::ensure!(status.success(), "the tier exited with {status}");
-        eprintln!("tier stopped cleanly");
+        eprintln!("server on {} stopped cleanly", self.url);
         Ok(())
     }
 }

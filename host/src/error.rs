@@ -192,6 +192,18 @@ pub enum Error {
         message: String,
     },
 
+    /// A package cannot stand in for the live one: it is another plugin, or
+    /// the same version (a promotion must change what serves).
+    #[error("{candidate} cannot replace {live}: {reason}")]
+    NotACandidate {
+        /// The live plugin, `name version`.
+        live: String,
+        /// The candidate, `name version`.
+        candidate: String,
+        /// Why not.
+        reason: String,
+    },
+
     /// The compiled-module cache could not be used. Loading goes on without it.
     #[error("module cache: {0}")]
     Cache(String),

@@ -40,6 +40,7 @@ pub mod cloud;
 pub mod engine;
 mod error;
 pub mod eval;
+pub mod gate;
 pub mod metrics;
 pub mod plugin;
 pub mod router;

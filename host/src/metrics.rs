@@ -33,6 +33,12 @@ struct ByWindow {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByCandidate {
+    plugin: String,
+    candidate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByPlugin {
     plugin: String,
 }
@@ -54,8 +60,8 @@ struct Inner {
     degraded: Family<ByPlugin, Counter>,
     cache_hits: Family<ByPlugin, Counter>,
     log_errors: Family<ByPlugin, Counter>,
-    shadow_disagreements: Family<ByPlugin, Counter>,
-    shadow_compared: Family<ByPlugin, Counter>,
+    shadow_disagreements: Family<ByCandidate, Counter>,
+    shadow_compared: Family<ByCandidate, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,8 +79,8 @@ impl Default for Metrics {
         let degraded = Family::<ByPlugin, Counter>::default();
         let cache_hits = Family::<ByPlugin, Counter>::default();
         let log_errors = Family::<ByPlugin, Counter>::default();
-        let shadow_disagreements = Family::<ByPlugin, Counter>::default();
-        let shadow_compared = Family::<ByPlugin, Counter>::default();
+        let shadow_disagreements = Family::<ByCandidate, Counter>::default();
+        let shadow_compared = Family::<ByCandidate, Counter>::default();
         registry.register(
             "requests",
             "Requests answered, by plugin and source (local, cloud, local_fallback)",
@@ -100,10 +106,14 @@ impl Default for Metrics {
             "Escalations that could not be written to the log",
             log_errors.clone(),
         );
-        registry.register("shadow_compared", "Requests also answered by a shadow version", shadow_compared.clone());
+        registry.register(
+            "shadow_compared",
+            "Local answers also computed by a shadow candidate, by plugin and candidate version",
+            shadow_compared.clone(),
+        );
         registry.register(
             "shadow_disagreements",
-            "Requests where the shadow version's label differed",
+            "Local answers whose label the shadow candidate did not give, by plugin and candidate version",
             shadow_disagreements.clone(),
         );
         Metrics {
@@ -176,10 +186,13 @@ impl Metrics {
         self.inner.log_errors.get_or_create(&p(plugin)).inc();
     }
 
-    pub(crate) fn shadow(&self, plugin: &str, agreed: bool) {
-        self.inner.shadow_compared.get_or_create(&p(plugin)).inc();
+    pub(crate) fn shadow(&self, plugin: &str, candidate: &str, agreed: bool) {
+        let labels = ByCandidate { plugin: plugin.to_string(), candidate: candidate.to_string() };
+        self.inner.shadow_compared.get_or_create(&labels).inc();
+        // Created on the first comparison, so a candidate that always agrees shows 0, not nothing.
+        let disagreements = self.inner.shadow_disagreements.get_or_create(&labels);
         if !agreed {
-            self.inner.shadow_disagreements.get_or_create(&p(plugin)).inc();
+            disagreements.inc();
         }
     }
 }

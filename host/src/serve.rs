@@ -66,6 +66,46 @@ impl AppState {
     }
 }
 
+/// Shadow candidates (`serve --shadow`), by plugin name.
+///
+/// [`attach`](Shadows::attach) puts a plugin's candidate beside its router
+/// ([`Router::with_shadow`]): answers still come from the live version, and
+/// `/metrics` counts `shadow_compared` and `shadow_disagreements` by plugin
+/// and candidate version. Call it for every router built, the ones a hot
+/// reload builds included, so the candidate survives a reload of the live
+/// plugin. Once the live plugin *is* the candidate's version (it was
+/// promoted), the shadow is dropped: a version compared with itself counts
+/// nothing.
+#[derive(Clone, Default)]
+pub struct Shadows {
+    by_name: Arc<BTreeMap<String, crate::Plugin>>,
+}
+
+impl Shadows {
+    /// These candidates; a later one of the same name replaces an earlier one.
+    pub fn new(candidates: impl IntoIterator<Item = crate::Plugin>) -> Shadows {
+        Shadows { by_name: Arc::new(candidates.into_iter().map(|p| (p.name().to_string(), p)).collect()) }
+    }
+
+    /// `router` with its plugin's candidate beside it, if there is one and it
+    /// is another version than the one `router` serves.
+    pub fn attach(&self, router: Router) -> Router {
+        let plugin = router.plugin();
+        match self.by_name.get(plugin.name()) {
+            Some(candidate) if candidate.version() != plugin.version() => router.with_shadow(candidate.clone()),
+            Some(candidate) => {
+                tracing::info!(
+                    "{} now serves {}, the shadow candidate's version: shadow dropped",
+                    plugin.name(),
+                    candidate.version()
+                );
+                router
+            }
+            None => router,
+        }
+    }
+}
+
 /// Builds a router for a freshly loaded plugin (the same settings as the first).
 pub type MakeRouter = Arc<dyn Fn(crate::Plugin) -> Result<Router, String> + Send + Sync>;
 

@@ -353,26 +353,15 @@ fn eval_matches_the_router_on_the_same_data() {
 
 #[test]
 fn the_serve_binary_starts_answers_and_stops_cleanly() {
-    let mut child = std::process::Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--plugin"])
-        .arg(plugin("news-topic"))
-        .env("EDGECASCADE_CACHE_DIR", cache_dir())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
-    let base = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{first:?}")).to_string();
-    let reply: serde_json::Value = ureq::post(format!("{base}/v1/plugins/news-topic/infer"))
+    let server = ServeProcess::start([std::ffi::OsString::from("--plugin"), plugin("news-topic").into()]);
+    let reply: serde_json::Value = ureq::post(format!("{}/v1/plugins/news-topic/infer", server.base))
         .send_json(serde_json::json!({"text": "The striker scored twice in the cup final", "mode": "local_only"}))
         .unwrap()
         .body_mut()
         .read_json()
         .unwrap();
     assert_eq!(reply["label"], "sport");
-    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = server.stop();
     assert!(exit.success(), "serve exits 0 on SIGTERM: {exit:?}");
 }
 

@@ -17,6 +17,7 @@ mod edge;
 mod hostile;
 mod models;
 mod packages;
+mod promotion;
 mod robustness;
 mod signing;
 mod spine;

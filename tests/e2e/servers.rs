@@ -216,3 +216,42 @@ pub fn refused_url() -> String {
     drop(l);
     format!("http://{addr}/v1")
 }
+
+/// A running `edgecascade serve` process on a free port; SIGTERM when stopped or dropped.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// `http://ADDR`, without `/v1`.
+    pub base: String,
+}
+
+impl ServeProcess {
+    /// Starts `edgecascade serve --listen 127.0.0.1:0` with `args`, and waits until it listens.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> ServeProcess {
+        let mut child = std::process::Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("EDGECASCADE_CACHE_DIR", cache_dir())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let base = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{first:?}")).to_string();
+        ServeProcess { child, base }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(status.unwrap().success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        // A test that failed before `stop` must not leave the server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -19,7 +19,8 @@ tasks:
   footprint measure binary sizes, resident memory and time to first answer, with and
             without precompiled plugins (the README's footprint table)
   distill   the distillation loop on sentiment traffic: escalate with the log on, retrain
-            from the log, pack a new version, compare old and new through the cascade
+            from the log, pack a new version, run it in shadow beside the old one, and promote it
+            (hot reload) only if the gate finds it no worse through the cascade on the test split
             (--task sentiment|news --traffic N --test N; default: all rows)";
 
 fn main() -> std::process::ExitCode {
@@ -513,45 +514,84 @@ impl Project {
             run(Command::new(self.binary()).args(["sign", "--key", &key]).arg(&new_pkg))?;
         }
 
-        step(&format!("4. old and new through the same cascade on {n_test} rows of the untouched test split"));
-        let eval = |pkg: &Path| -> Result<serde_json::Value> {
-            let out = Command::new(self.binary())
-                .args(["eval", "--json", "--plugin"])
-                .arg(pkg)
-                .arg("--data")
-                .arg(&test)
-                .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s"])
-                .output()?;
-            anyhow::ensure!(out.status.success(), "eval failed: {}", String::from_utf8_lossy(&out.stderr));
-            Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout)?["summary"].clone())
-        };
-        let old_pkg = self.plugins_dir().join(plugin);
-        let (old, new) = (eval(&old_pkg)?, eval(&new_pkg)?);
-        tier.stop()?;
-        let size =
-            |pkg: &Path| std::fs::metadata(pkg.join(format!("{plugin}-small.onnx"))).map(|m| m.len()).unwrap_or(0);
         println!("\n{task}: {escalations} escalations from {n_traffic} traffic requests taught {plugin} {new_version}");
-        println!(
-            "{:<10} {:>9} {:>15} {:>22} {:>12}",
-            "version", "accuracy", "served locally", "cloud calls per 1000", "model bytes"
-        );
-        for (version, s, pkg) in [(&old_version, &old, &old_pkg), (&new_version, &new, &new_pkg)] {
-            let local = s["local_share"].as_f64().unwrap_or(0.0);
-            println!(
-                "{version:<10} {:>8.1}% {:>14.1}% {:>22.0} {:>12}",
-                s["cascade_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
-                local * 100.0,
-                (1.0 - local) * 1000.0,
-                size(pkg)
-            );
+
+        // A deployment of the old version that the gate may replace; the shipped package stays as built.
+        let old_pkg = self.plugins_dir().join(plugin);
+        let live = work.join("live").join(plugin);
+        copy_dir(&old_pkg, &live)?;
+        step(&format!("4. shadow: {old_version} answers the {n_test} test inputs with {new_version} beside it"));
+        let edge = Tier::serve(
+            self,
+            [
+                "--plugin".into(),
+                live.clone().into_os_string(),
+                "--shadow".into(),
+                new_pkg.clone().into_os_string(),
+                "--watch".into(),
+                "--watch-interval".into(),
+                "200ms".into(),
+            ],
+        )?;
+        let edge_addr = edge.url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
+        let infer = |text: &str| -> Result<serde_json::Value> {
+            // Local only: the shadow compares local answers, so the cloud is not needed here.
+            let body = serde_json::json!({"text": text, "mode": "local_only"}).to_string();
+            let (status, reply) = http(&edge_addr, "POST", &format!("/v1/plugins/{plugin}/infer"), &body)?;
+            anyhow::ensure!(status.contains(" 200 "), "{status}: {reply}");
+            Ok(serde_json::from_str(&reply)?)
+        };
+        for line in std::fs::read_to_string(&test)?.lines().filter(|l| !l.trim().is_empty()) {
+            let row: serde_json::Value = serde_json::from_str(line)?;
+            infer(row["text"].as_str().context("a test row without text")?)?;
         }
-        println!(
-            "(local-only accuracy: {:.1}% -> {:.1}%; cloud-only: {:.1}%; threshold {} for both)",
-            old["local_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
-            new["local_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
-            old["cloud_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
-            old["threshold"]
+        let (_, metrics) = http(&edge_addr, "GET", "/metrics", "")?;
+        let shadow = |name: &str| {
+            let prefix = format!("edgecascade_shadow_{name}_total{{plugin=\"{plugin}\",candidate=\"{new_version}\"}} ");
+            metrics.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or("0").trim().to_string()
+        };
+        eprintln!(
+            "shadow: {new_version} disagreed with {old_version} on {} of {} live answers (GET /metrics)",
+            shadow("disagreements"),
+            shadow("compared")
         );
+
+        step(&format!(
+            "5. the gate: both through the same cascade on the untouched test split; {new_version} replaces \
+             {old_version} only if no worse"
+        ));
+        let gate = Command::new(self.binary())
+            .args(["promote", "--live"])
+            .arg(&live)
+            .arg("--candidate")
+            .arg(&new_pkg)
+            .arg("--check")
+            .arg(&test)
+            .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s"])
+            .status()?;
+        match gate.code() {
+            Some(0) => {
+                // serve --watch notices the new plugin.toml and swaps without dropping a request.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while infer("ok")?["version"] != new_version.as_str() {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "serve --watch did not swap to {new_version}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                println!(
+                    "promoted: the running edge hot-reloaded {} and now answers with {new_version}",
+                    live.display()
+                );
+            }
+            Some(1) => {
+                println!("not promoted: {old_version} keeps serving; the candidate stays in {}", new_pkg.display())
+            }
+            _ => bail!("edgecascade promote failed with {gate}"),
+        }
+        edge.stop()?;
+        tier.stop()?;
         println!("new package: {}", new_pkg.display());
         Ok(())
     }
@@ -679,12 +719,16 @@ struct Tier {
 }
 
 impl Tier {
+    /// `serve` for these packages of the plugins directory.
     fn start(project: &Project, plugins: &[&str]) -> Result<Tier> {
+        let args = plugins.iter().flat_map(|p| ["--plugin".into(), project.plugins_dir().join(p).into_os_string()]);
+        Tier::serve(project, args)
+    }
+
+    /// `serve --listen 127.0.0.1:0` with these arguments.
+    fn serve(project: &Project, args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Tier> {
         let mut cmd = Command::new(project.binary());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
-        for p in plugins {
-            cmd.arg("--plugin").arg(project.plugins_dir().join(p));
-        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
         let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
@@ -697,7 +741,7 @@ impl Tier {
         run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
         let status = self.child.wait()?;
         anyhow::ensure!(status.success(), "the tier exited with {status}");
-        eprintln!("tier stopped cleanly");
+        eprintln!("server on {} stopped cleanly", self.url);
         Ok(())
     }
 }
@@ -777,6 +821,39 @@ const ARM: &str = "aarch64-unknown-linux-gnu";
 /// `cargo` arguments for the runtime-only host: the CLI without Cranelift or native tract.
 const RUNTIME_ONLY: &[&str] =
     &["build", "--release", "-p", "edgecascade", "--no-default-features", "--features", "cli"];
+
+/// One request on a fresh connection: the status line and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("a response without a header end")?;
+    Ok((head.lines().next().unwrap_or_default().to_string(), body.to_string()))
+}
+
+/// Copies the files of package `from` into `to`, replacing what is there.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        // Subfolders hold precompiled artifacts, which a copy does not need.
+        if entry.file_type()?.is_dir() {
+            continue;
+        }
+        std::fs::copy(entry.path(), to.join(entry.file_name()))
+            .with_context(|| format!("copying {}", entry.path().display()))?;
+    }
+    Ok(())
+}
 
 fn step(what: &str) {
     eprintln!("\n==> {what}");

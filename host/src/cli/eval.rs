@@ -84,14 +84,7 @@ fn observe(global: &Global, common: &Common) -> anyhow::Result<(Vec<Observation>
         common.cascade.cloud.is_some(),
         "eval needs --cloud URL: cloud-only and the cascade need a large model"
     );
-    let text = std::fs::read_to_string(&common.data).with_context(|| format!("reading {}", common.data.display()))?;
-    let rows = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .take(common.limit.unwrap_or(usize::MAX))
-        .map(|(i, l)| Row::from_json_line(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", common.data.display(), i + 1)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rows = read_rows(&common.data, common.limit)?;
     let runtime = global.runtime()?;
     let plugin = super::load_with_progress(&runtime, runtime.verify(&common.plugin)?)?;
     let name = plugin.name().to_string();
@@ -99,14 +92,31 @@ fn observe(global: &Global, common: &Common) -> anyhow::Result<(Vec<Observation>
     cascade.cache_entries = 0;
     let router = cascade.router(plugin, cascade.client(), edgecascade::Metrics::default())?;
     let threshold = router.config().threshold;
-    let bar = indicatif::ProgressBar::new(rows.len() as u64);
+    let bar = progress_bar(rows.len());
+    let obs = eval::observe(&router, &rows, || bar.inc(1));
+    bar.finish_and_clear();
+    Ok((obs, threshold, name))
+}
+
+/// The first `limit` rows of a labelled JSONL set; a bad line is an error naming it.
+pub(super) fn read_rows(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(i, l)| Row::from_json_line(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1)))
+        .collect()
+}
+
+/// A progress bar over `rows` evaluated rows.
+pub(super) fn progress_bar(rows: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(rows as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows [{elapsed} < {eta}]")
             .expect("valid template"),
     );
-    let obs = eval::observe(&router, &rows, || bar.inc(1));
-    bar.finish_and_clear();
-    Ok((obs, threshold, name))
+    bar
 }
 
 fn table(s: &Summary) -> String {

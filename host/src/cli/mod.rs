@@ -8,6 +8,7 @@ mod eval;
 #[cfg(feature = "inspect")]
 mod inspect;
 mod pack;
+mod promote;
 mod run;
 mod serve;
 mod sign;
@@ -60,6 +61,7 @@ enum Command {
     Serve(serve::Args),
     Eval(eval::EvalArgs),
     Calibrate(eval::CalibrateArgs),
+    Promote(promote::Args),
     #[cfg(feature = "inspect")]
     Inspect(inspect::Args),
     Pack(pack::Args),
@@ -117,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Eval(args) => eval::run_eval(&cli.global, args),
         Command::Calibrate(args) => eval::run_calibrate(&cli.global, args),
+        Command::Promote(args) => promote::run(&cli.global, args),
         #[cfg(feature = "inspect")]
         Command::Inspect(args) => inspect::run(&cli.global, args),
         Command::Pack(args) => pack::run(args),

@@ -14,7 +14,9 @@ use std::process::ExitCode;
     # A cloud tier with the large plugins:\n  \
     edgecascade serve --listen 127.0.0.1:8080 --plugin target/plugins/news-topic-large\n  \
     # An edge gateway that escalates to it:\n  \
-    edgecascade serve --listen 127.0.0.1:8081 --plugin target/plugins/news-topic --cloud http://127.0.0.1:8080/v1\n\n\
+    edgecascade serve --listen 127.0.0.1:8081 --plugin target/plugins/news-topic --cloud http://127.0.0.1:8080/v1\n  \
+    # A candidate in shadow, and hot reload for when `edgecascade promote` replaces the live package:\n  \
+    edgecascade serve --plugin live/sentiment --shadow target/plugins/sentiment-1.1.0 --watch\n\n\
     Routes: POST /v1/chat/completions (model = plugin name), POST /v1/plugins/{name}/infer,\n\
     GET /v1/models, GET /healthz, GET /metrics. Once listening, the first line on stdout is\n\
     `listening on http://ADDR`. SIGINT or SIGTERM stops accepting and drains in-flight requests.")]
@@ -26,6 +28,14 @@ pub struct Args {
     /// A plugin package to serve (repeatable).
     #[arg(long = "plugin", value_name = "DIR", required = true)]
     plugins: Vec<PathBuf>,
+
+    /// A candidate package to run in shadow beside the served plugin of the same name
+    /// (repeatable, one per plugin). Answers come from the served version; /metrics
+    /// counts edgecascade_shadow_compared_total and edgecascade_shadow_disagreements_total
+    /// by plugin and candidate version. A hot reload keeps the candidate, and drops it once
+    /// the served version is the candidate's own (it was promoted).
+    #[arg(long = "shadow", value_name = "DIR")]
+    shadows: Vec<PathBuf>,
 
     /// Hot reload: watch each package's plugin.toml and swap in new versions as they
     /// appear (write the files first, plugin.toml last). A broken version is refused.
@@ -54,11 +64,14 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         let plugin = super::load_with_progress(&runtime, package)?;
         routers.push(args.cascade.router(plugin, cloud.clone(), metrics.clone())?);
     }
+    let shadows = load_shadows(&runtime, &args.shadows, &routers)?;
+    let routers = routers.into_iter().map(|r| shadows.attach(r)).collect();
     let state = edgecascade::serve::AppState::new(routers, metrics.clone());
     if args.watch {
         let cascade = args.cascade.clone();
         let make: edgecascade::serve::MakeRouter = std::sync::Arc::new(move |plugin| {
-            cascade.router(plugin, cloud.clone(), metrics.clone()).map_err(|e| format!("{e:#}"))
+            let router = cascade.router(plugin, cloud.clone(), metrics.clone()).map_err(|e| format!("{e:#}"))?;
+            Ok(shadows.attach(router))
         });
         edgecascade::serve::watch(
             state.clone(),
@@ -96,6 +109,31 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the --shadow candidates; each must shadow a served plugin, one candidate per plugin.
+fn load_shadows(
+    runtime: &edgecascade::Runtime,
+    dirs: &[PathBuf],
+    routers: &[edgecascade::Router],
+) -> anyhow::Result<edgecascade::serve::Shadows> {
+    let mut candidates = Vec::new();
+    for dir in dirs {
+        let plugin = super::load_with_progress(runtime, runtime.verify(dir)?)?;
+        let name = plugin.name().to_string();
+        anyhow::ensure!(
+            routers.iter().any(|r| r.plugin().name() == name),
+            "--shadow {}: no --plugin named {name} to run it beside",
+            dir.display()
+        );
+        anyhow::ensure!(
+            !candidates.iter().any(|c: &edgecascade::Plugin| c.name() == name),
+            "--shadow {}: {name} already has a shadow candidate",
+            dir.display()
+        );
+        candidates.push(plugin);
+    }
+    Ok(edgecascade::serve::Shadows::new(candidates))
 }
 
 async fn shutdown_signal() {

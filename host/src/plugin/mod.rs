@@ -98,6 +98,7 @@ pub struct Plugin {
 
 struct Inner {
     manifest: Manifest,
+    model_bytes: u64,
     pre: InstancePre<HostState>,
     /// The models to load into each new instance; `None` for a pre-initialized snapshot.
     load_frame: Option<Vec<u8>>,
@@ -127,6 +128,7 @@ impl Plugin {
             epoch_tick: runtime.epoch_tick(),
         };
         let load_frame = (!report.preinitialized).then(|| package.load_frame());
+        let model_bytes = package.model_bytes();
         let started = Instant::now();
         let first = Instance::new(&pre, ctx.clone(), load_frame.as_deref())?;
         report.instantiate_time = started.elapsed();
@@ -134,6 +136,7 @@ impl Plugin {
         Ok(Plugin {
             inner: Arc::new(Inner {
                 manifest,
+                model_bytes,
                 pre,
                 load_frame,
                 ctx,
@@ -157,6 +160,11 @@ impl Plugin {
     /// The verified manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+
+    /// The size of the plugin's models in bytes (assets and the module not included).
+    pub fn model_bytes(&self) -> u64 {
+        self.inner.model_bytes
     }
 
     /// What loading did: cache hit or compile, and how long it took.

@@ -122,6 +122,18 @@ impl VerifiedPackage {
         sha256_hex(&super::sign::signed_bytes(&self.manifest))
     }
 
+    /// The size of the models in bytes (assets and the module not included).
+    pub fn model_bytes(&self) -> u64 {
+        self.files.iter().filter(|(_, kind, _)| *kind == FileKind::Model).map(|(_, _, b)| b.len() as u64).sum()
+    }
+
+    /// Every file as `(path in the package, verified bytes)`, in the order of
+    /// [`Manifest::files`]: the module, then models, then assets.
+    pub(crate) fn contents(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let bytes = std::iter::once(self.wasm.as_slice()).chain(self.files.iter().map(|(_, _, b)| b.as_slice()));
+        self.manifest.files().map(|(file, _)| file.as_str()).zip(bytes)
+    }
+
     /// The load frame the guest receives (see `guest/ABI.md`).
     pub(crate) fn load_frame(&self) -> Vec<u8> {
         let m = &self.manifest;

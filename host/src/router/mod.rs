@@ -233,8 +233,11 @@ impl Router {
     }
 
     /// Runs `candidate` beside the plugin on every local request, for shadow
-    /// evaluation: answers still come from the plugin; disagreements between
-    /// the two labels are counted in metrics (`shadow_disagreements`).
+    /// evaluation: answers still come from the plugin; the requests compared
+    /// and those where the two labels differ are counted in metrics
+    /// (`shadow_compared`, `shadow_disagreements`, labelled with the
+    /// candidate's version). The candidate runs in the request's path, so
+    /// local latency roughly doubles while a shadow is attached.
     pub fn with_shadow(mut self, candidate: Plugin) -> Router {
         self.shadow = Some(candidate);
         self
@@ -451,7 +454,7 @@ impl Router {
             Ok(Local::Answered(other)) => other.label == answer.label,
             Ok(Local::Beyond { .. }) | Err(_) => false,
         };
-        self.metrics.shadow(self.plugin.name(), agreed);
+        self.metrics.shadow(self.plugin.name(), shadow.version(), agreed);
     }
 
     fn publish_budget(&self) {

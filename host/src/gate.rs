@@ -1,0 +1,295 @@
+//! The promotion gate: a candidate version replaces the live one only when it
+//! is no worse on a labelled check.
+//!
+//! 1. [`evaluate`] answers the check set with both versions through the same
+//!    cascade (the same cloud and flags, each at its own threshold unless the
+//!    caller overrides it), as [`eval`](crate::eval) replays a set. The gate
+//!    compares **cascade accuracy**, what callers get; the share served
+//!    locally, cloud calls and model size are reported, not gated.
+//! 2. [`apply`] carries out the [`Verdict`]: on [`Verdict::Promote`] it writes
+//!    the candidate's verified files into the live package directory, each
+//!    atomically, and `plugin.toml` last, so a server running
+//!    [`watch`](crate::serve::watch) sees the new version whole and swaps to
+//!    it. On a refusal it touches nothing.
+//!
+//! ```no_run
+//! # fn demo(runtime: &edgecascade::Runtime, live: &edgecascade::Router, candidate: &edgecascade::Router,
+//! #         rows: &[edgecascade::eval::Row]) -> edgecascade::Result<()> {
+//! use edgecascade::gate;
+//! let package = runtime.verify("candidates/sentiment-1.1.0")?;
+//! let report = gate::evaluate(live, candidate, rows, 0.0, || {})?;
+//! print!("{}", report.table());
+//! if gate::apply(&report, &package, std::path::Path::new("live/sentiment"))? {
+//!     println!("promoted");
+//! }
+//! # Ok(()) }
+//! ```
+
+use crate::eval::{self, Row, Summary};
+use crate::plugin::manifest::MANIFEST_FILE;
+use crate::plugin::{Manifest, VerifiedPackage, write_atomic};
+use crate::router::Router;
+use crate::{Error, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// One version's result on the check set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// The plugin version.
+    pub version: String,
+    /// The cascade at this version's threshold.
+    pub summary: Summary,
+    /// The size of its models in bytes.
+    pub model_bytes: u64,
+}
+
+impl Side {
+    /// Cloud calls the cascade makes per 1,000 requests.
+    pub fn cloud_calls_per_1000(&self) -> f64 {
+        self.summary.cloud_calls as f64 * 1000.0 / self.summary.rows.max(1) as f64
+    }
+}
+
+/// What the gate decided.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The candidate is no worse: it may replace the live version.
+    Promote,
+    /// The candidate's cascade accuracy is below the live version's by more than the tolerance.
+    Refuse {
+        /// How far below, as a fraction (0.003 = 0.3 points).
+        shortfall: f64,
+    },
+}
+
+/// Both versions on the check set, and the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The plugin.
+    pub plugin: String,
+    /// The version serving now.
+    pub live: Side,
+    /// The version that would replace it.
+    pub candidate: Side,
+    /// The cascade accuracy the candidate may lose, as a fraction.
+    pub tolerance: f64,
+    /// The decision.
+    pub verdict: Verdict,
+}
+
+impl Report {
+    /// Whether the candidate may replace the live version.
+    pub fn promotes(&self) -> bool {
+        self.verdict == Verdict::Promote
+    }
+
+    /// The before/after table, one line per version, then cloud-only accuracy and the thresholds.
+    pub fn table(&self) -> String {
+        let pct = |x: f64| format!("{:.1}%", x * 100.0);
+        let mut out = format!(
+            "{:<24} {:>16} {:>10} {:>14} {:>21} {:>12}\n",
+            "version", "cascade accuracy", "local-only", "served locally", "cloud calls per 1,000", "model bytes"
+        );
+        for (side, role) in [(&self.live, "live"), (&self.candidate, "candidate")] {
+            let s = &side.summary;
+            out += &format!(
+                "{:<24} {:>16} {:>10} {:>14} {:>21.0} {:>12}\n",
+                format!("{} ({role})", side.version),
+                pct(s.cascade_accuracy),
+                pct(s.local_accuracy),
+                pct(s.local_share),
+                side.cloud_calls_per_1000(),
+                thousands(side.model_bytes)
+            );
+        }
+        out + &format!(
+            "{} rows; cloud-only accuracy {}; thresholds {:.2} (live), {:.2} (candidate)\n",
+            self.live.summary.rows,
+            pct(self.live.summary.cloud_accuracy),
+            self.live.summary.threshold,
+            self.candidate.summary.threshold
+        )
+    }
+}
+
+/// `1234567` -> `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The verdict: promote when the candidate's cascade accuracy is at least the
+/// live one's minus `tolerance` (a fraction; a negative tolerance demands an
+/// improvement of that much).
+pub fn decide(live: &Summary, candidate: &Summary, tolerance: f64) -> Verdict {
+    let shortfall = live.cascade_accuracy - candidate.cascade_accuracy;
+    // Both are fractions of the same rows: the epsilon only absorbs rounding.
+    if shortfall <= tolerance + 1e-12 { Verdict::Promote } else { Verdict::Refuse { shortfall } }
+}
+
+/// Checks that `candidate` can stand in for `live`: the same plugin name, another version.
+pub fn check_pair(live: &Manifest, candidate: &Manifest) -> Result<()> {
+    let (l, c) = (&live.plugin, &candidate.plugin);
+    let refuse = |reason: &str| {
+        Err(Error::NotACandidate {
+            live: format!("{} {}", l.name, l.version),
+            candidate: format!("{} {}", c.name, c.version),
+            reason: reason.to_string(),
+        })
+    };
+    if l.name != c.name {
+        return refuse("it is another plugin");
+    }
+    if l.version == c.version {
+        // Versions are what replies, logs and the reload report name: a swap must change it.
+        return refuse("it has the same version; bump plugin.version");
+    }
+    Ok(())
+}
+
+/// Answers `rows` with both routers and decides. The routers should share
+/// one cloud client and settings, with their answer caches off (as
+/// [`eval::observe`] wants), so the only difference is the plugin version.
+/// `progress` is called once per row per version.
+pub fn evaluate(
+    live: &Router,
+    candidate: &Router,
+    rows: &[Row],
+    tolerance: f64,
+    mut progress: impl FnMut(),
+) -> Result<Report> {
+    check_pair(live.plugin().manifest(), candidate.plugin().manifest())?;
+    let mut side = |router: &Router| {
+        let observations = eval::observe(router, rows, &mut progress);
+        Side {
+            version: router.plugin().version().to_string(),
+            summary: eval::summarize(&observations, router.config().threshold),
+            model_bytes: router.plugin().model_bytes(),
+        }
+    };
+    let (live_side, candidate_side) = (side(live), side(candidate));
+    let verdict = decide(&live_side.summary, &candidate_side.summary, tolerance);
+    Ok(Report {
+        plugin: live.plugin().name().to_string(),
+        live: live_side,
+        candidate: candidate_side,
+        tolerance,
+        verdict,
+    })
+}
+
+/// Carries out `report`'s verdict. On [`Verdict::Promote`] writes
+/// `candidate` (the package the report evaluated) into `live_dir` and
+/// returns true; on a refusal touches nothing and returns false.
+///
+/// The files written are the bytes verified when `candidate` was read, each
+/// through a temporary file and a rename, and `plugin.toml` goes last: until
+/// then the live manifest names the old hashes, so a watcher never loads a
+/// mix. If a write fails, the files already replaced are put back. Files the
+/// new manifest no longer names are left in place.
+///
+/// Fails with [`Error::NotACandidate`] when `candidate` or the package in
+/// `live_dir` is not the version the report compared (another promotion got
+/// there first, say).
+pub fn apply(report: &Report, candidate: &VerifiedPackage, live_dir: &Path) -> Result<bool> {
+    if !report.promotes() {
+        return Ok(false);
+    }
+    let live = Manifest::read(live_dir)?;
+    check_pair(&live, candidate.manifest())?;
+    let (live_info, candidate_info) = (&live.plugin, &candidate.manifest().plugin);
+    if live_info.version != report.live.version || candidate_info.version != report.candidate.version {
+        return Err(Error::NotACandidate {
+            live: format!("{} {}", live_info.name, live_info.version),
+            candidate: format!("{} {}", candidate_info.name, candidate_info.version),
+            reason: format!(
+                "the gate compared {} {} with {}",
+                report.plugin, report.live.version, report.candidate.version
+            ),
+        });
+    }
+    install(candidate, live_dir)?;
+    Ok(true)
+}
+
+/// Writes the package's files into `dir`, the manifest last; undoes the writes on failure.
+fn install(package: &VerifiedPackage, dir: &Path) -> Result<()> {
+    let manifest = package.manifest().to_toml();
+    let files = package.contents().chain(std::iter::once((MANIFEST_FILE, manifest.as_bytes())));
+    // What each replaced file held before (None: it did not exist), to undo a half-done install.
+    let mut replaced: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
+    for (file, bytes) in files {
+        let path = dir.join(file);
+        let before = std::fs::read(&path).ok();
+        if before.as_deref() == Some(bytes) {
+            continue;
+        }
+        let written = match path.parent() {
+            Some(parent) => std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e)),
+            None => Ok(()),
+        }
+        .and_then(|()| write_atomic(&path, bytes));
+        if let Err(e) = written {
+            for (path, before) in replaced.iter().rev() {
+                let _ = match before {
+                    Some(bytes) => write_atomic(path, bytes),
+                    None => std::fs::remove_file(path).map_err(|e| Error::io(path, e)),
+                };
+            }
+            return Err(e);
+        }
+        replaced.push((path, before));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(cascade_accuracy: f64) -> Summary {
+        let obs = eval::Observation {
+            truth: "a".into(),
+            local_label: Some("a".into()),
+            local_confidence: 1.0,
+            local_ms: 1.0,
+            cloud_label: Some("a".into()),
+            cloud_ms: 1.0,
+            cloud_tokens: 1,
+        };
+        Summary { cascade_accuracy, ..eval::summarize(&[obs], 0.5) }
+    }
+
+    #[test]
+    fn no_worse_within_the_tolerance_promotes() {
+        assert_eq!(decide(&summary(0.888), &summary(0.888), 0.0), Verdict::Promote);
+        assert_eq!(decide(&summary(0.888), &summary(0.9), 0.0), Verdict::Promote);
+        assert_eq!(decide(&summary(0.888), &summary(0.885), 0.005), Verdict::Promote);
+        // 0.1 + 0.2 style rounding must not refuse an equal candidate.
+        assert_eq!(decide(&summary(0.1 + 0.2), &summary(0.3), 0.0), Verdict::Promote);
+    }
+
+    #[test]
+    fn worse_beyond_the_tolerance_refuses() {
+        let Verdict::Refuse { shortfall } = decide(&summary(0.888), &summary(0.885), 0.0) else { panic!() };
+        assert!((shortfall - 0.003).abs() < 1e-9);
+        assert!(matches!(decide(&summary(0.888), &summary(0.888), -0.01), Verdict::Refuse { .. }));
+    }
+
+    #[test]
+    fn byte_counts_get_separators() {
+        assert_eq!(thousands(3_788_386), "3,788,386");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(0), "0");
+    }
+}

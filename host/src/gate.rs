@@ -217,6 +217,8 @@ pub fn apply(report: &Report, candidate: &VerifiedPackage, live_dir: &Path) -> R
             ),
         });
     }
+    // Artifacts first: once the new manifest lands, the old ones could only be refused.
+    crate::engine::aot::replace_artifacts(candidate, live_dir)?;
     install(candidate, live_dir)?;
     Ok(true)
 }

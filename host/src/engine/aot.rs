@@ -141,6 +141,27 @@ pub(crate) fn remove_stale(dir: &Path, digest: &str) {
     }
 }
 
+/// Puts `candidate`'s own artifacts into the package at `live_dir` and
+/// removes the live ones it does not replace. Call it before the candidate's
+/// manifest lands: after that, the old artifacts could only be refused.
+pub(crate) fn replace_artifacts(candidate: &VerifiedPackage, live_dir: &Path) -> Result<()> {
+    let digest = candidate.digest();
+    if let Ok(entries) = std::fs::read_dir(candidate.dir().join(ARTIFACT_DIR)) {
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.extension().is_some_and(|x| x == ARTIFACT_EXTENSION)
+                && read(&path).is_ok_and(|(h, _)| h.package == digest)
+            {
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                let dest = live_dir.join(ARTIFACT_DIR).join(path.file_name().expect("a file name"));
+                std::fs::create_dir_all(live_dir.join(ARTIFACT_DIR)).map_err(|e| Error::io(live_dir, e))?;
+                crate::plugin::write_atomic(&dest, &bytes)?;
+            }
+        }
+    }
+    remove_stale(live_dir, &digest);
+    Ok(())
+}
+
 /// What a host expects of an artifact.
 pub(crate) struct Expected<'a> {
     pub target: &'a str,

@@ -22,7 +22,9 @@
 //! # Core types
 //!
 //! - [`Runtime`]: one wasmtime engine, linker and module cache per process.
-//!   Cheap to clone. Loading a plugin compiles its module (10-25 s for a
+//!   Cheap to clone. Loading a plugin uses its precompiled artifact for this
+//!   target if it has one ([`Runtime::precompile`], `edgecascade compile`:
+//!   no compiler, no model parsing), else compiles its module (10-25 s for a
 //!   tract guest) or deserializes it from the cache (tens of ms).
 //! - [`Plugin`]: a loaded plugin with a pool of warm instances. Cheap to
 //!   clone and `Send + Sync`; each call takes an instance from the pool.

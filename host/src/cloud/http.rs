@@ -82,9 +82,10 @@ fn transport_error(e: ureq::Error, budget: Duration) -> CloudError {
     }
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is rare for APIs and is ignored).
+/// `Retry-After` as seconds (the HTTP-date form is rare for APIs and is ignored). The
+/// `try_` conversion matters: the value is the server's, and `from_secs_f64` panics past `Duration::MAX`.
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    value.trim().parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
 #[cfg(test)]
@@ -96,5 +97,8 @@ mod tests {
         assert_eq!(p(" 0.5 "), Some(std::time::Duration::from_millis(500)));
         assert_eq!(p("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(p("-1"), None);
+        for huge in ["20000000000000000000", "1e300", "inf", "NaN"] {
+            assert_eq!(p(huge), None, "{huge}");
+        }
     }
 }

@@ -71,6 +71,8 @@ pub enum Behaviour {
     WrongType,
     /// 200 with invalid UTF-8.
     BadUtf8,
+    /// These exact bytes as the whole response, then close.
+    Raw(Vec<u8>),
 }
 
 /// A raw HTTP/1.1 server on 127.0.0.1 that records requests and answers as told.
@@ -206,6 +208,7 @@ fn serve_one(
         }
         Behaviour::WrongType => respond(&mut stream, "200 OK", "", "text/html", b"<html>login</html>"),
         Behaviour::BadUtf8 => respond(&mut stream, "200 OK", "", "application/json", &[b'{', 0xff, 0xfe, b'}']),
+        Behaviour::Raw(bytes) => stream.write_all(&bytes),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use crate::servers::*;
 use crate::support::*;
-use edgecascade::cloud::{BreakerState, CloudClient, HttpConfig, OpenAi, Resilient, RetryPolicy};
+use edgecascade::cloud::{
+    BreakerState, ChatRequest, CloudClient, CloudError, HttpConfig, OpenAi, Resilient, RetryPolicy,
+};
 use edgecascade::router::{BudgetLimits, EscalationLog};
 use edgecascade::{CascadeConfig, Local, Metrics, Mode, Reason, Router, Source};
 use std::sync::Arc;
@@ -478,6 +480,46 @@ fn https_checks_certificates_by_default() {
     let kind = reply.cloud_error.map(|e| e.kind);
     assert!(matches!(kind, Some("connect" | "timeout")), "{kind:?}");
     assert_eq!(fake.hits(), 0, "no request went out in the clear");
+}
+
+/// One call straight through the client, without retries.
+fn call_once(config: HttpConfig) -> Result<edgecascade::cloud::ChatReply, CloudError> {
+    let request = ChatRequest {
+        model: "news-topic-large".into(),
+        messages: vec![edgecascade::ChatMessage { role: edgecascade::Role::User, content: AMBIGUOUS.into() }],
+        max_tokens: 8,
+    };
+    OpenAi::new(config).complete(&request, Instant::now() + Duration::from_secs(5))
+}
+
+#[test]
+fn https_refuses_a_self_signed_certificate_by_default() {
+    let server = TlsServer::start();
+    let url = format!("https://{}/v1", server.addr);
+    let err = call_once(HttpConfig::new(&url, "EDGECASCADE_TEST_NO_KEY")).unwrap_err();
+    assert!(matches!(&err, CloudError::Connect(m) if m.contains("UnknownIssuer")), "{err:?}");
+
+    let (router, metrics) = edge(Some(client(&url, fast_policy())), 1.0, |c| c.cache_entries = 0);
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true), "{reply:?}");
+    assert!(reply.answer.is_some_and(|a| a.label.is_some()), "the local answer stands in");
+    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("connect"));
+    assert!(metrics.render().contains("edgecascade_cloud_errors_total{plugin=\"news-topic\",kind=\"connect\"} 1"));
+}
+
+#[test]
+fn https_trusts_a_private_ca_when_configured() {
+    let server = TlsServer::start();
+    let mut config = HttpConfig::new(format!("https://{}/v1", server.addr), "EDGECASCADE_TEST_NO_KEY");
+    config.ca_pem = Some(server.ca_pem.clone());
+    // The handshake succeeds; s_server then echoes the request reversed, which is no HTTP reply.
+    let err = call_once(config.clone()).unwrap_err();
+    assert_eq!(err.kind(), "bad_reply", "{err:?}");
+
+    // PEM with no certificate in it trusts nothing.
+    config.ca_pem = Some("not a certificate".into());
+    let err = call_once(config).unwrap_err();
+    assert!(matches!(&err, CloudError::Connect(m) if m.contains("UnknownIssuer")), "{err:?}");
 }
 
 #[test]

@@ -6,15 +6,24 @@ use std::time::{Duration, Instant};
 
 /// An agent that never follows redirects and reports every status as a response.
 pub(crate) fn agent(config: &HttpConfig) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let mut builder = ureq::Agent::config_builder()
         .timeout_connect(Some(config.connect_timeout))
         .timeout_global(Some(config.read_timeout))
         .http_status_as_error(false)
         .max_redirects(0)
         .max_redirects_will_error(false)
-        .user_agent(concat!("edgecascade/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+        .user_agent(concat!("edgecascade/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = &config.ca_pem {
+        use ureq::tls::{PemItem, RootCerts, TlsConfig};
+        let certs: Vec<_> = ureq::tls::parse_pem(pem.as_bytes())
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(cert)) => Some(cert),
+                _ => None,
+            })
+            .collect();
+        builder = builder.tls_config(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&certs)).build());
+    }
+    builder.build().into()
 }
 
 /// POSTs `body` as JSON and returns the parsed JSON reply.

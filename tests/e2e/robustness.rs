@@ -364,16 +364,14 @@ fn call() -> impl Strategy<Value = Call> {
         4 => Just("/v1/plugins/news-topic/infer".to_string()),
         1 => vec(any::<u8>(), 0..16).prop_map(|name| format!("/v1/plugins/{}/infer", encoded(&name))),
     ];
-    prop_oneof![
-        (plugin_path, body(infer_body())).prop_map(|(path, body)| (path, body)),
+    let path_and_body = prop_oneof![
+        (plugin_path, body(infer_body())),
         body(chat_body()).prop_map(|body| ("/v1/chat/completions".to_string(), body)),
-    ]
-    .prop_flat_map(move |(path, body)| {
-        content_type.clone().prop_map(move |content_type| Call {
-            path: path.clone(),
-            content_type,
-            body: Bytes(body.clone()),
-        })
+    ];
+    (path_and_body, content_type).prop_map(|((path, body), content_type)| Call {
+        path,
+        content_type,
+        body: Bytes(body),
     })
 }
 

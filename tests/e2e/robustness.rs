@@ -412,7 +412,9 @@ fn check_reply(call: &Call, status: u16, content_type: &str, body: &[u8]) -> Res
         if let Some(c) = v.get("confidence") {
             prop_assert!(c.as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)), "{v}");
         }
-        Ok(format!("{status} infer {source}"))
+        // A fallback says why the cloud did not answer.
+        let why = v.pointer("/cloud_error/kind").and_then(Value::as_str).map(|k| format!(" ({k})"));
+        Ok(format!("{status} infer {source}{}", why.unwrap_or_default()))
     } else {
         prop_assert_eq!(&v["object"], "chat.completion", "{}", v);
         let content = v.pointer("/choices/0/message/content").and_then(Value::as_str).unwrap_or("");

@@ -280,7 +280,7 @@ mod size {
         }
         let unit = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
             .into_iter()
-            .find(|(unit, _)| bytes % unit == 0);
+            .find(|(unit, _)| bytes.is_multiple_of(*unit));
         match unit {
             Some((unit, name)) => s.serialize_str(&format!("{} {name}", bytes / unit)),
             None => s.serialize_u64(*bytes),

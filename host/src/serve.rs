@@ -8,6 +8,9 @@
 //! | `GET /healthz` | liveness and the loaded plugins |
 //! | `GET /metrics` | Prometheus text format |
 //!
+//! Errors are JSON, OpenAI-style: `{"error": {"message", "type", "code"}}`. An input over
+//! [`MAX_INPUT`] is refused with 413 `input_too_large`.
+//!
 //! A machine running the large plugins this way is the cloud tier of edge
 //! hosts, and because the server routes too (`--cloud`), tiers chain:
 //! device → gateway → cloud.
@@ -16,11 +19,14 @@ use crate::Metrics;
 use crate::plugin::Input;
 use crate::router::{Mode, Reply, Router};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -205,6 +211,34 @@ fn openai_error(status: StatusCode, kind: &str, code: &str, message: impl Into<S
     (status, Json(body)).into_response()
 }
 
+/// A JSON request body, read in full before it is judged. `Json` refuses a wrong content type
+/// before reading, and closing on a client still sending a large body resets the connection:
+/// the client sees a broken pipe instead of the error.
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = JsonRejection;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, JsonRejection> {
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        let Json(value) = Json::from_request(Request::from_parts(parts, bytes.into()), state).await?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// 400, or 413 past the body limit. A body not read in full also closes the connection, and
+/// the answer says so: a keep-alive client would otherwise send its next request down a dead one.
+fn invalid_body(e: JsonRejection) -> Response {
+    let unread = matches!(e, JsonRejection::BytesRejection(_));
+    let status = if unread { e.status() } else { StatusCode::BAD_REQUEST };
+    let mut response = openai_error(status, "invalid_request_error", "invalid_body", e.body_text());
+    if unread {
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    response
+}
+
 #[derive(Deserialize)]
 struct ChatBody {
     model: String,
@@ -241,19 +275,25 @@ fn words(s: &str) -> u32 {
     s.split_whitespace().count() as u32
 }
 
+/// The largest input `serve` routes, in bytes. The plugins read a few thousand words at most;
+/// a far larger input only runs the plugin past its deadline, and cannot be escalated either
+/// (its prompt would exceed the plugin's output cap), so it would end in a 503 that no retry fixes.
+pub const MAX_INPUT: usize = 256 << 10;
+
 async fn route_blocking(router: Arc<Router>, input: Input, mode: Mode) -> Result<Reply, Response> {
+    if input.data().len() > MAX_INPUT {
+        let message = format!("the input is {} bytes; at most {MAX_INPUT} are accepted", input.data().len());
+        return Err(openai_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "input_too_large", message));
+    }
     tokio::task::spawn_blocking(move || router.route(&input, mode))
         .await
         .map_err(|e| openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string()))
 }
 
-async fn chat_completions(
-    State(state): State<AppState>,
-    body: Result<Json<ChatBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
+async fn chat_completions(State(state): State<AppState>, body: Result<JsonBody<ChatBody>, JsonRejection>) -> Response {
+    let JsonBody(body) = match body {
         Ok(b) => b,
-        Err(e) => return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_body", e.body_text()),
+        Err(e) => return invalid_body(e),
     };
     if body.stream {
         return openai_error(
@@ -324,14 +364,20 @@ struct InferBody {
 
 async fn infer(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Result<Json<InferBody>, axum::extract::rejection::JsonRejection>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<JsonBody<InferBody>, JsonRejection>,
 ) -> Response {
     let bad =
         |code: &str, message: String| openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", code, message);
-    let Json(body) = match body {
+    // The body first: one not read in full must close the connection, whatever else is wrong.
+    let JsonBody(body) = match body {
         Ok(b) => b,
-        Err(e) => return bad("invalid_body", e.body_text()),
+        Err(e) => return invalid_body(e),
+    };
+    // Taken as a `Result` so that a name that is not UTF-8 gets a JSON error like every other mistake.
+    let Path(name) = match name {
+        Ok(n) => n,
+        Err(e) => return bad("invalid_path", e.body_text()),
     };
     let Some(router) = state.router(&name) else {
         return openai_error(

@@ -3,7 +3,9 @@
 
 use crate::servers::*;
 use crate::support::*;
-use edgecascade::cloud::{BreakerState, CloudClient, HttpConfig, OpenAi, Resilient, RetryPolicy};
+use edgecascade::cloud::{
+    BreakerState, ChatRequest, CloudClient, CloudError, HttpConfig, OpenAi, Resilient, RetryPolicy,
+};
 use edgecascade::router::{BudgetLimits, EscalationLog};
 use edgecascade::{CascadeConfig, Local, Metrics, Mode, Reason, Router, Source};
 use std::sync::Arc;
@@ -286,6 +288,72 @@ fn the_tier_speaks_the_openai_api() {
     assert_eq!(ids, vec!["news-topic-large", "sentiment-large"]);
 }
 
+/// POSTs `body` without a content type in two parts, a pause between; returns the status line and the rest.
+fn slow_post(url: &str, path: &str, body: &[u8]) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches("/v1");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v1{path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = stream.write_all(rest);
+    let mut reply = String::new();
+    let read = stream.read_to_string(&mut reply);
+    let (status, rest) = reply.split_once("\r\n").unwrap_or((&reply, ""));
+    assert!(sent.is_ok() && read.is_ok(), "sent: {sent:?}, read: {read:?}, got {reply:?}");
+    (status.to_string(), rest.to_string())
+}
+
+#[test]
+fn serve_answers_malformed_requests_with_json_errors() {
+    // Each case was found by `robustness::the_json_apis_answer_any_body_with_json`.
+    let url = &tier().url;
+    let post = |path: &str, content_type: Option<&str>, body: &[u8]| {
+        let mut request = ureq::post(format!("{url}{path}")).config().http_status_as_error(false).build();
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let mut response = request.send(body).unwrap();
+        let error: serde_json::Value = response.body_mut().read_json().unwrap();
+        (response.status().as_u16(), error["error"]["code"].as_str().unwrap_or_default().to_string())
+    };
+    // A plugin name that is not UTF-8: was axum's plain-text 400.
+    assert_eq!(post("/plugins/%FF/infer", Some("application/json"), br#"{"text":"x"}"#), (400, "invalid_path".into()));
+    // A body without a content type, sent in two parts: was answered and closed before it was
+    // read, so a client that sends its whole body before reading (as ureq does) got a broken pipe.
+    let (status, body) = slow_post(url, "/plugins/news-topic-large/infer", &[b'x'; 200_000]);
+    assert!(status.starts_with("HTTP/1.1 400") && body.contains("invalid_body"), "{status}: {body}");
+    // A body over the limit, even with a bad name: 413, and the connection closes with the answer saying
+    // so (it was a 400 on a connection the server closed silently; the next request found it dead).
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let over = agent
+        .post(format!("{url}/plugins/%FF/infer"))
+        .header("content-type", "application/json")
+        .send(&vec![b' '; (2 << 20) + (64 << 10)][..])
+        .unwrap();
+    assert_eq!(over.status().as_u16(), 413);
+    assert_eq!(over.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
+    drop(over);
+    assert_eq!(agent.get(format!("{url}/models")).call().unwrap().status().as_u16(), 200);
+    // An input over the cap: was routed, and a huge one ended in a 503 (the plugin past its
+    // deadline, and the prompt carrying it over the plugin's output cap).
+    let text = "word ".repeat(edgecascade::serve::MAX_INPUT / 5 + 1);
+    let infer = serde_json::to_vec(&serde_json::json!({"text": text})).unwrap();
+    assert_eq!(
+        post("/plugins/news-topic-large/infer", Some("application/json"), &infer),
+        (413, "input_too_large".into())
+    );
+    let chat = serde_json::json!({"model": "news-topic-large", "messages": [{"role": "user", "content": text}]});
+    let chat = serde_json::to_vec(&chat).unwrap();
+    assert_eq!(post("/chat/completions", Some("application/json"), &chat), (413, "input_too_large".into()));
+}
+
 #[test]
 fn the_edge_server_reports_fallbacks_in_metrics() {
     let (router, metrics) = edge(Some(client(&refused_url(), fast_policy())), 1.0, |_| {});
@@ -401,6 +469,46 @@ fn https_checks_certificates_by_default() {
     let kind = reply.cloud_error.map(|e| e.kind);
     assert!(matches!(kind, Some("connect" | "timeout")), "{kind:?}");
     assert_eq!(fake.hits(), 0, "no request went out in the clear");
+}
+
+/// One call straight through the client, without retries.
+fn call_once(config: HttpConfig) -> Result<edgecascade::cloud::ChatReply, CloudError> {
+    let request = ChatRequest {
+        model: "news-topic-large".into(),
+        messages: vec![edgecascade::ChatMessage { role: edgecascade::Role::User, content: AMBIGUOUS.into() }],
+        max_tokens: 8,
+    };
+    OpenAi::new(config).complete(&request, Instant::now() + Duration::from_secs(5))
+}
+
+#[test]
+fn https_refuses_a_self_signed_certificate_by_default() {
+    let server = TlsServer::start();
+    let url = format!("https://{}/v1", server.addr);
+    let err = call_once(HttpConfig::new(&url, "EDGECASCADE_TEST_NO_KEY")).unwrap_err();
+    assert!(matches!(&err, CloudError::Connect(m) if m.contains("UnknownIssuer")), "{err:?}");
+
+    let (router, metrics) = edge(Some(client(&url, fast_policy())), 1.0, |c| c.cache_entries = 0);
+    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true), "{reply:?}");
+    assert!(reply.answer.is_some_and(|a| a.label.is_some()), "the local answer stands in");
+    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("connect"));
+    assert!(metrics.render().contains("edgecascade_cloud_errors_total{plugin=\"news-topic\",kind=\"connect\"} 1"));
+}
+
+#[test]
+fn https_trusts_a_private_ca_when_configured() {
+    let server = TlsServer::start();
+    let mut config = HttpConfig::new(format!("https://{}/v1", server.addr), "EDGECASCADE_TEST_NO_KEY");
+    config.ca_pem = Some(server.ca_pem.clone());
+    // The handshake succeeds; s_server then echoes the request reversed, which is no HTTP reply.
+    let err = call_once(config.clone()).unwrap_err();
+    assert_eq!(err.kind(), "bad_reply", "{err:?}");
+
+    // PEM with no certificate in it trusts nothing.
+    config.ca_pem = Some("not a certificate".into());
+    let err = call_once(config).unwrap_err();
+    assert!(matches!(&err, CloudError::Connect(m) if m.contains("UnknownIssuer")), "{err:?}");
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub enum Behaviour {
     WrongType,
     /// 200 with invalid UTF-8.
     BadUtf8,
+    /// These exact bytes as the whole response, then close.
+    Raw(Vec<u8>),
 }
 
 /// A raw HTTP/1.1 server on 127.0.0.1 that records requests and answers as told.
@@ -206,6 +208,7 @@ fn serve_one(
         }
         Behaviour::WrongType => respond(&mut stream, "200 OK", "", "text/html", b"<html>login</html>"),
         Behaviour::BadUtf8 => respond(&mut stream, "200 OK", "", "application/json", &[b'{', 0xff, 0xfe, b'}']),
+        Behaviour::Raw(bytes) => stream.write_all(&bytes),
     }
 }
 
@@ -251,6 +254,87 @@ impl ServeProcess {
 impl Drop for ServeProcess {
     fn drop(&mut self) {
         // A test that failed before `stop` must not leave the server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `openssl s_server` on 127.0.0.1 with a certificate for 127.0.0.1 signed by a
+/// fresh self-signed CA. In `-rev` mode it answers whatever it is sent with the
+/// lines reversed: a real TLS handshake, then a reply that is not HTTP.
+pub struct TlsServer {
+    pub addr: String,
+    /// The CA's certificate, PEM.
+    pub ca_pem: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    pub fn start() -> TlsServer {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output();
+            let out = out.expect("the openssl CLI is needed for the TLS tests (Debian: apt install openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=edgecascade test CA"],
+            ]
+            .concat(),
+        );
+        openssl(&[&["req"], &ec[..], &["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]].concat());
+        // A leaf, not a CA: rustls refuses a CA certificate used as a server's own.
+        let ext = "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n";
+        std::fs::write(dir.path().join("leaf.ext"), ext).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "1",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ]);
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-accept", "127.0.0.1:0", "-cert", "cert.pem", "-key", "key.pem", "-rev"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let addr = loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "openssl s_server exited before listening");
+            if let Some(addr) = line.trim().strip_prefix("ACCEPT ") {
+                break addr.to_string();
+            }
+        };
+        // s_server logs every connection; a full pipe would stall it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        TlsServer { addr, ca_pem, child, _dir: dir }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -6,15 +6,24 @@ use std::time::{Duration, Instant};
 
 /// An agent that never follows redirects and reports every status as a response.
 pub(crate) fn agent(config: &HttpConfig) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let mut builder = ureq::Agent::config_builder()
         .timeout_connect(Some(config.connect_timeout))
         .timeout_global(Some(config.read_timeout))
         .http_status_as_error(false)
         .max_redirects(0)
         .max_redirects_will_error(false)
-        .user_agent(concat!("edgecascade/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+        .user_agent(concat!("edgecascade/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = &config.ca_pem {
+        use ureq::tls::{PemItem, RootCerts, TlsConfig};
+        let certs: Vec<_> = ureq::tls::parse_pem(pem.as_bytes())
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(cert)) => Some(cert),
+                _ => None,
+            })
+            .collect();
+        builder = builder.tls_config(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&certs)).build());
+    }
+    builder.build().into()
 }
 
 /// POSTs `body` as JSON and returns the parsed JSON reply.
@@ -82,9 +91,10 @@ fn transport_error(e: ureq::Error, budget: Duration) -> CloudError {
     }
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is rare for APIs and is ignored).
+/// `Retry-After` as seconds (the HTTP-date form is rare for APIs and is ignored). The
+/// `try_` conversion matters: the value is the server's, and `from_secs_f64` panics past `Duration::MAX`.
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    value.trim().parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
 #[cfg(test)]
@@ -96,5 +106,8 @@ mod tests {
         assert_eq!(p(" 0.5 "), Some(std::time::Duration::from_millis(500)));
         assert_eq!(p("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(p("-1"), None);
+        for huge in ["20000000000000000000", "1e300", "inf", "NaN"] {
+            assert_eq!(p(huge), None, "{huge}");
+        }
     }
 }

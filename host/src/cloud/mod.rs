@@ -139,6 +139,10 @@ pub struct HttpConfig {
     pub read_timeout: Duration,
     /// Largest response body read, in bytes. Default 1 MiB.
     pub max_body: u64,
+    /// PEM certificates to trust for HTTPS *instead of* the built-in Mozilla roots: for a tier
+    /// behind a private or self-signed CA. Default none (the Mozilla roots). PEM without any
+    /// certificate in it trusts nothing, so a wrong file fails closed.
+    pub ca_pem: Option<String>,
 }
 
 impl HttpConfig {
@@ -150,6 +154,7 @@ impl HttpConfig {
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
+            ca_pem: None,
         }
     }
 }

@@ -270,8 +270,21 @@ fn check_relative(file: &str) -> std::result::Result<(), String> {
 mod size {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// As `"64.0 MiB"` where that is exact, else exactly: the display rounds to one decimal, and
+    /// `pack` and `sign` write manifests through here ("1064 MiB" came out as "1.0 GiB"). The
+    /// exact cases keep their old text, so signatures over it stay valid.
     pub fn serialize<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&bytesize::ByteSize(*bytes).display().iec().to_string())
+        let shown = bytesize::ByteSize(*bytes).display().iec().to_string();
+        if shown.parse::<bytesize::ByteSize>().is_ok_and(|b| b.as_u64() == *bytes) {
+            return s.serialize_str(&shown);
+        }
+        let unit = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+            .into_iter()
+            .find(|(unit, _)| bytes.is_multiple_of(*unit));
+        match unit {
+            Some((unit, name)) => s.serialize_str(&format!("{} {name}", bytes / unit)),
+            None => s.serialize_u64(*bytes),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -337,6 +350,26 @@ mod tests {
         assert_eq!(m.limits.memory, 64 << 20);
         assert_eq!(m.limits.deadline, Duration::from_millis(1500));
         assert_eq!(parse(&m.to_toml()).unwrap(), m);
+    }
+
+    #[test]
+    fn sizes_round_trip_exactly() {
+        // Found by robustness::mutated_manifests_parse_or_fail_cleanly: "1064 MiB" came back as 1 GiB.
+        let cases = [
+            ("memory = \"1064 MiB\"", "memory = \"1064 MiB\""),
+            ("stderr = \"1500 KiB\"", "stderr = \"1500 KiB\""),
+            ("stderr = \"1000\"", "stderr = \"1000 B\""),
+            ("stderr = 1025", "stderr = 1025"),
+            // What was exact keeps its text, so signatures over existing manifests still verify.
+            ("memory = \"128.0 MiB\"", "memory = \"128.0 MiB\""),
+            ("memory = \"3 GiB\"", "memory = \"3.0 GiB\""),
+        ];
+        for (line, written) in cases {
+            let m = parse(&format!("{MINIMAL}\n[limits]\n{line}\n")).unwrap();
+            let text = m.to_toml();
+            assert_eq!(parse(&text).unwrap(), m, "{line}");
+            assert!(text.contains(written), "{line}: {text}");
+        }
     }
 
     #[test]

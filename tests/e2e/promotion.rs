@@ -90,10 +90,20 @@ fn metric(base: &str, line_prefix: &str) -> Option<u64> {
 
 #[test]
 fn a_shadow_candidate_is_counted_in_metrics_while_the_live_version_answers() {
-    let args: [OsString; 4] =
-        ["--plugin".into(), plugin("sentiment").into(), "--shadow".into(), plugin("sentiment-1.1.0").into()];
+    // A candidate that behaves differently: the same model reading only the first 3 tokens.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut manifest = edgecascade::Manifest::read(&plugin("sentiment")).unwrap();
+    manifest.plugin.version = "1.1.0".into();
+    manifest.config.insert("max_tokens".into(), 3.into());
+    let template = tmp.path().join("template/plugin.toml");
+    std::fs::create_dir_all(template.parent().unwrap()).unwrap();
+    std::fs::write(&template, manifest.to_toml()).unwrap();
+    let shadow = tmp.path().join("sentiment-1.1.0");
+    edgecascade::plugin::pack(&template, &[plugin("sentiment")], &shadow).unwrap();
+
+    let args: [OsString; 4] = ["--plugin".into(), plugin("sentiment").into(), "--shadow".into(), shadow.clone().into()];
     let server = ServeProcess::start(args);
-    let (live, candidate) = (loaded("sentiment"), loaded("sentiment-1.1.0"));
+    let (live, candidate) = (loaded("sentiment"), runtime().load(&shadow).unwrap());
     let texts = check_texts(CHECK_ROWS);
     let mut disagreements = 0;
     for text in &texts {

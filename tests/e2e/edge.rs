@@ -63,12 +63,8 @@ fn the_runtime_only_aarch64_host_classifies_news_from_a_cross_compiled_plugin() 
     let lines: Vec<String> = rows.iter().map(|r| serde_json::json!({ "text": r["text"] }).to_string()).collect();
     std::fs::write(&batch, lines.join("\n")).unwrap();
 
-    let out = run_arm(
-        &["-v", "run", "--mode", "local", "--plugin", package.to_str().unwrap(), "--jsonl"]
-            .into_iter()
-            .chain([batch.to_str().unwrap()])
-            .collect::<Vec<_>>(),
-    );
+    let (package, batch) = (package.to_str().unwrap(), batch.to_str().unwrap());
+    let out = run_arm(&["-v", "run", "--mode", "local", "--plugin", package, "--jsonl", batch]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "aarch64 host failed: {stderr}");
     assert!(stderr.contains("precompiled, pre-initialized snapshot"), "{stderr}");
@@ -79,7 +75,7 @@ fn the_runtime_only_aarch64_host_classifies_news_from_a_cross_compiled_plugin() 
         .args(["run", "--mode", "local", "--plugin"])
         .arg(plugin("news-topic"))
         .arg("--jsonl")
-        .arg(&batch)
+        .arg(batch)
         .output()
         .unwrap();
     assert!(native.status.success());

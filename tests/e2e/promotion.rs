@@ -25,21 +25,24 @@ fn check_texts(n: usize) -> Vec<String> {
 
 /// A copy of the package `from` in `to` (a live deployment the test may change).
 fn copy_package(from: &Path, to: &Path) -> PathBuf {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
+    copy_dir(from, to);
     to.to_path_buf()
 }
 
 /// `from` packed again as `version`, with `threshold` when given: same module and models.
 fn repack(from: &Path, out: &Path, version: &str, threshold: Option<f32>) -> PathBuf {
+    repack_with(from, out, |m| {
+        m.plugin.version = version.to_string();
+        if let Some(t) = threshold {
+            m.policy.threshold = t;
+        }
+    })
+}
+
+/// `from` packed again into `out` after `edit` changes its manifest.
+fn repack_with(from: &Path, out: &Path, edit: impl FnOnce(&mut edgecascade::Manifest)) -> PathBuf {
     let mut manifest = edgecascade::Manifest::read(from).unwrap();
-    manifest.plugin.version = version.to_string();
-    if let Some(t) = threshold {
-        manifest.policy.threshold = t;
-    }
+    edit(&mut manifest);
     let template_dir = out.with_extension("template");
     std::fs::create_dir_all(&template_dir).unwrap();
     let template = template_dir.join("plugin.toml");
@@ -92,14 +95,10 @@ fn metric(base: &str, line_prefix: &str) -> Option<u64> {
 fn a_shadow_candidate_is_counted_in_metrics_while_the_live_version_answers() {
     // A candidate that behaves differently: the same model reading only the first 3 tokens.
     let tmp = tempfile::tempdir().unwrap();
-    let mut manifest = edgecascade::Manifest::read(&plugin("sentiment")).unwrap();
-    manifest.plugin.version = "1.1.0".into();
-    manifest.config.insert("max_tokens".into(), 3.into());
-    let template = tmp.path().join("template/plugin.toml");
-    std::fs::create_dir_all(template.parent().unwrap()).unwrap();
-    std::fs::write(&template, manifest.to_toml()).unwrap();
-    let shadow = tmp.path().join("sentiment-1.1.0");
-    edgecascade::plugin::pack(&template, &[plugin("sentiment")], &shadow).unwrap();
+    let shadow = repack_with(&plugin("sentiment"), &tmp.path().join("sentiment-1.1.0"), |m| {
+        m.plugin.version = "1.1.0".into();
+        m.config.insert("max_tokens".into(), 3.into());
+    });
 
     let args: [OsString; 4] = ["--plugin".into(), plugin("sentiment").into(), "--shadow".into(), shadow.clone().into()];
     let server = ServeProcess::start(args);

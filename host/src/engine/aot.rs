@@ -100,26 +100,45 @@ pub(crate) fn write(
 
 /// Reads an artifact's header and body. The body is not checked here.
 pub fn read(path: &Path) -> Result<(ArtifactHeader, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (header, body_start) = parse(path, &bytes)?;
+    bytes.drain(..body_start);
+    Ok((header, bytes))
+}
+
+/// Reads only an artifact's header, not the machine code behind it.
+fn read_header(path: &Path) -> Result<ArtifactHeader> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut prefix = [0u8; MAGIC.len() + 4];
+    let _ = file.read_exact(&mut prefix);
+    let len = u32::from_le_bytes(prefix[MAGIC.len()..].try_into().expect("4 bytes")) as u64;
+    let mut bytes = prefix.to_vec();
+    file.take(len).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    parse(path, &bytes).map(|(header, _)| header)
+}
+
+/// Parses the magic and the header at the start of `bytes`; returns the header and where the body starts.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(ArtifactHeader, usize)> {
     let refuse = |reason: String| Error::ArtifactMismatch { path: path.to_path_buf(), reason };
     let rest = bytes
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| refuse("it is not an edgecascade artifact (bad magic)".into()))?;
     let len = rest.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-    let (json, body) = match len {
-        Some(len) if rest.len() >= 4 + len => rest[4..].split_at(len),
+    let json = match len {
+        Some(len) if rest.len() >= 4 + len => &rest[4..4 + len],
         _ => return Err(refuse("its header is truncated".into())),
     };
     let header: ArtifactHeader =
         serde_json::from_slice(json).map_err(|e| refuse(format!("its header is not valid: {e}")))?;
-    Ok((header, body.to_vec()))
+    Ok((header, MAGIC.len() + 4 + json.len()))
 }
 
 /// Whether `path` holds an artifact for exactly this package, target,
 /// wasmtime version and engine settings (so compiling again would change
 /// nothing). Its machine code is not checked.
 pub fn is_current(path: &Path, package: &VerifiedPackage, target: &str, preinitialized: bool) -> bool {
-    read(path).is_ok_and(|(h, _)| {
+    read_header(path).is_ok_and(|h| {
         h.target == target
             && h.wasmtime == super::cache::wasmtime_version()
             && h.engine == super::engine_fingerprint()
@@ -134,7 +153,7 @@ pub(crate) fn remove_stale(dir: &Path, digest: &str) {
     let Ok(entries) = std::fs::read_dir(dir.join(ARTIFACT_DIR)) else { return };
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
         let stale = path.extension().is_some_and(|x| x == ARTIFACT_EXTENSION)
-            && read(&path).map_or(true, |(h, _)| h.package != digest);
+            && read_header(&path).map_or(true, |h| h.package != digest);
         if stale {
             let _ = std::fs::remove_file(&path);
         }
@@ -149,7 +168,7 @@ pub(crate) fn replace_artifacts(candidate: &VerifiedPackage, live_dir: &Path) ->
     if let Ok(entries) = std::fs::read_dir(candidate.dir().join(ARTIFACT_DIR)) {
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             if path.extension().is_some_and(|x| x == ARTIFACT_EXTENSION)
-                && read(&path).is_ok_and(|(h, _)| h.package == digest)
+                && read_header(&path).is_ok_and(|h| h.package == digest)
             {
                 let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
                 let dest = live_dir.join(ARTIFACT_DIR).join(path.file_name().expect("a file name"));
@@ -183,7 +202,9 @@ pub(crate) fn load(
     if !path.is_file() {
         return Ok(None);
     }
-    let (header, body) = read(&path)?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let (header, body_start) = parse(&path, &bytes)?;
+    let body = &bytes[body_start..];
     let refuse = |reason: String| Error::ArtifactMismatch { path: path.clone(), reason };
     let plugin = &package.manifest().plugin;
     let checks = [
@@ -203,7 +224,7 @@ pub(crate) fn load(
             )));
         }
     }
-    if sha256_hex(&body) != header.module_sha256 {
+    if sha256_hex(body) != header.module_sha256 {
         return Err(refuse("its machine code does not match its recorded sha256 (corrupt or altered)".into()));
     }
     if expected.trust.requires_signature() {
@@ -216,6 +237,6 @@ pub(crate) fn load(
     // (its sha256 is in the header, which is signed when the host requires
     // signatures), for this target, wasmtime version and engine settings;
     // wasmtime checks its own header, version and CPU features as well.
-    let module = unsafe { Module::deserialize(engine, &body) }.map_err(|e| refuse(format!("wasmtime: {e:#}")))?;
+    let module = unsafe { Module::deserialize(engine, body) }.map_err(|e| refuse(format!("wasmtime: {e:#}")))?;
     Ok(Some((module, header)))
 }

@@ -37,6 +37,11 @@
 //! ```
 //!
 //! Unknown fields are errors, so a typo never silently falls back to a default.
+//!
+//! A package directory may also hold `precompiled/<target triple>.ecaot`:
+//! the plugin compiled ahead of time by `edgecascade compile`. The manifest
+//! does not list those files; each is bound to the package's digest instead
+//! (see [`crate::engine::aot`]).
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -41,17 +41,40 @@ import distill  # noqa: E402
 from common import DATA, LABELS, SEED, best_local_share, load_split, read_jsonl  # noqa: E402
 
 
-def calibrate(conf, local_ok, teacher_ok, target):
+def calibrate(conf, local_ok, teacher_ok, target, stable=False):
     """Lowest t in {0, 1, distinct conf} with mean(local_ok[conf >= t] | teacher_ok[conf < t]) >= target.
+    stable: the lowest t such that the target holds at t AND at every higher candidate (the
+    noise-robust variant: a lucky dip at a low threshold is not taken).
     Returns (t, cascade accuracy at t)."""
     conf = np.asarray(conf, np.float32)
     cands = np.unique(np.concatenate([conf, np.float32([0.0, 1.0])]))  # ascending
     n = len(conf)
+    accs = []
     for t in cands:
         loc = conf >= t
-        acc = (local_ok[loc].sum() + teacher_ok[~loc].sum()) / n
-        if acc >= target - 1e-12:
-            return float(t), float(acc)
+        accs.append((local_ok[loc].sum() + teacher_ok[~loc].sum()) / n)
+    ok = np.array(accs) >= target - 1e-12
+    if stable:
+        ok = np.logical_and.accumulate(ok[::-1])[::-1]
+    if ok.any():
+        i = int(np.argmax(ok))
+        return float(cands[i]), float(accs[i])
+    t = np.float32(np.nextafter(np.float32(1.0), np.float32(2.0)))
+    return float(t), float(teacher_ok.mean())
+
+
+def calibrate_lcb(conf, local_ok, teacher_ok, factor, q=0.1, B=1000, seed=0):
+    """Lowest t whose paired-bootstrap q-quantile of [cascade accuracy - factor x teacher accuracy]
+    on check is >= 0 (i.e. the target holds with probability >= 1 - q over resamples of check)."""
+    conf = np.asarray(conf, np.float32)
+    n = len(conf)
+    idx = np.random.default_rng(seed).integers(0, n, (B, n))
+    for t in np.unique(np.concatenate([conf, np.float32([0.0, 1.0])])):
+        loc = conf >= t
+        v = np.where(loc, local_ok, teacher_ok).astype(np.float64)
+        d = v - factor * teacher_ok
+        if np.quantile(d[idx].mean(1), q) >= -1e-12:
+            return float(t), float(v.mean())
     t = np.float32(np.nextafter(np.float32(1.0), np.float32(2.0)))
     return float(t), float(teacher_ok.mean())
 
@@ -95,6 +118,12 @@ def main(argv=None):
     ap.add_argument("--audit", type=float, default=0.0)
     ap.add_argument("--scenario", default="cold", choices=("cold", "drift"))
     ap.add_argument("--margin", type=float, default=0.0, help="calibrate to (0.99 + margin) x teacher")
+    ap.add_argument("--rule", default="lowest", choices=("lowest", "stable"),
+                    help="lowest: the lowest t meeting the target; stable: the lowest t from which on "
+                         "every higher t meets it too")
+    ap.add_argument("--lcb", type=float, default=0.0,
+                    help="calibrate with a paired bootstrap on check: the target must hold at this "
+                         "lower quantile (e.g. 0.1); 0 = the plain rule")
     ap.add_argument("--loop-dir", type=Path, help="default models/data/<task>/loop")
     ap.add_argument("--set", action="append", default=[], help="LoopCfg override key=value")
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -160,8 +189,13 @@ def main(argv=None):
         say(f"[sim] exported ONNX vs numpy twin, 200 test rows: max |diff| {np.abs(po - pn).max():.2e}")
     live = {"model": model, "feats": feats, "P": evaluate(model, feats), "round": 0}
     lc = live["P"]["check"]
-    live["t"], live["check_acc"] = calibrate(lc.max(1), lc.argmax(1) == y["check"], t_ok["check"],
-                                             factor * t_acc["check"])
+    def calib(P):
+        ok = P.argmax(1) == y["check"]
+        if a.lcb:
+            return calibrate_lcb(P.max(1), ok, t_ok["check"], factor, q=a.lcb)
+        return calibrate(P.max(1), ok, t_ok["check"], factor * t_acc["check"], a.rule == "stable")
+
+    live["t"], live["check_acc"] = calib(lc)
     rows, logs, cum = [], [], len(check)
     retrain_s = [res["seconds"]]
 
@@ -237,7 +271,7 @@ def main(argv=None):
         retrain_s.append(res["seconds"])
         P = evaluate(model, feats)
         pc = P["check"]
-        t_c, acc_c = calibrate(pc.max(1), pc.argmax(1) == y["check"], t_ok["check"], factor * t_acc["check"])
+        t_c, acc_c = calib(pc)
         promoted = acc_c >= live["check_acc"]
         cand = {"threshold": t_c, "check_cascade": acc_c, "examples": res["examples"],
                 "holdout_accuracy": res["holdout_accuracy"], "seconds": res["seconds"],

@@ -204,6 +204,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The distillation loop's trainer could not train: it is missing, it
+    /// failed, or its output is not what the loop expects.
+    #[error("trainer `{trainer}`: {message}")]
+    Trainer {
+        /// The trainer's command line.
+        trainer: String,
+        /// What went wrong, in the trainer's own words where it said any.
+        message: String,
+    },
+
     /// The compiled-module cache could not be used. Loading goes on without it.
     #[error("module cache: {0}")]
     Cache(String),

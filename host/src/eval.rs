@@ -8,6 +8,7 @@
 //! sweep over thresholds costs nothing more.
 
 use crate::plugin::Input;
+use crate::router::policy::{self, LocalOutcome};
 use crate::router::{Mode, Router};
 use serde::Serialize;
 
@@ -45,10 +46,10 @@ impl Row {
 pub struct Observation {
     /// The expected label.
     pub truth: String,
-    /// The local label; `None` when the plugin declined or failed.
+    /// What the local model made of the row: the input to the routing decision.
+    pub local: LocalOutcome,
+    /// The local label; `None` when the plugin declined or failed, or answered without a label.
     pub local_label: Option<String>,
-    /// The local confidence (0 when there was no answer).
-    pub local_confidence: f32,
     /// Milliseconds in the local model.
     pub local_ms: f64,
     /// The cloud label; `None` when the cloud failed.
@@ -60,9 +61,15 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Whether the router keeps this row local at `threshold`.
+    /// Whether the router keeps this row local at `threshold`: the router's
+    /// own decision ([`policy::decide`]) in [`Mode::Auto`].
     pub fn local_at(&self, threshold: f32) -> bool {
-        self.local_label.is_some() && self.local_confidence >= threshold
+        !policy::decide(self.local, Mode::Auto, threshold).escalates()
+    }
+
+    /// The local confidence (0 when there was no answer).
+    pub fn local_confidence(&self) -> f32 {
+        self.local.confidence()
     }
 
     /// The label the cascade returns at `threshold` (a failed cloud falls back to local).
@@ -83,10 +90,15 @@ pub fn observe(router: &Router, rows: &[Row], mut progress: impl FnMut()) -> Vec
             let local = router.route(&row.input, Mode::LocalOnly);
             let cloud = router.route(&row.input, Mode::CloudOnly);
             progress();
+            let outcome = match (&local.answer, &local.beyond) {
+                (Some(answer), _) => LocalOutcome::Answered { confidence: answer.confidence },
+                (None, Some(_)) => LocalOutcome::Beyond,
+                (None, None) => LocalOutcome::Failed,
+            };
             Observation {
                 truth: row.label.clone(),
+                local: outcome,
                 local_label: local.answer.as_ref().and_then(|a| a.label.clone()),
-                local_confidence: local.answer.as_ref().map(|a| a.confidence).unwrap_or(0.0),
                 local_ms: local.latency_ms.local.unwrap_or(0.0),
                 cloud_label: if cloud.cloud_error.is_none() {
                     cloud.answer.as_ref().and_then(|a| a.label.clone())
@@ -196,7 +208,7 @@ pub enum Target {
 /// the lowest threshold for an accuracy target, the highest for an escalation cap.
 pub fn calibrate(obs: &[Observation], target: Target) -> Option<Summary> {
     // Candidate thresholds: every distinct local confidence, plus the ends.
-    let mut candidates: Vec<f32> = obs.iter().map(|o| o.local_confidence).chain([0.0, 1.0]).collect();
+    let mut candidates: Vec<f32> = obs.iter().map(Observation::local_confidence).chain([0.0, 1.0]).collect();
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
     match target {
@@ -284,8 +296,11 @@ mod tests {
     fn obs(truth: &str, local: Option<&str>, conf: f32, cloud: Option<&str>) -> Observation {
         Observation {
             truth: truth.into(),
+            local: match local {
+                Some(_) => LocalOutcome::Answered { confidence: conf },
+                None => LocalOutcome::Failed,
+            },
             local_label: local.map(str::to_string),
-            local_confidence: conf,
             local_ms: 1.0,
             cloud_label: cloud.map(str::to_string),
             cloud_ms: 10.0,

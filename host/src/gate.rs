@@ -224,7 +224,7 @@ pub fn apply(report: &Report, candidate: &VerifiedPackage, live_dir: &Path) -> R
 }
 
 /// Writes the package's files into `dir`, the manifest last; undoes the writes on failure.
-fn install(package: &VerifiedPackage, dir: &Path) -> Result<()> {
+pub(crate) fn install(package: &VerifiedPackage, dir: &Path) -> Result<()> {
     let manifest = package.manifest().to_toml();
     let files = package.contents().chain(std::iter::once((MANIFEST_FILE, manifest.as_bytes())));
     // What each replaced file held before (None: it did not exist), to undo a half-done install.
@@ -261,8 +261,8 @@ mod tests {
     fn summary(cascade_accuracy: f64) -> Summary {
         let obs = eval::Observation {
             truth: "a".into(),
+            local: crate::router::LocalOutcome::Answered { confidence: 1.0 },
             local_label: Some("a".into()),
-            local_confidence: 1.0,
             local_ms: 1.0,
             cloud_label: Some("a".into()),
             cloud_ms: 1.0,

@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 pub mod cloud;
+pub mod distill;
 pub mod engine;
 mod error;
 pub mod eval;

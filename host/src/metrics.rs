@@ -62,6 +62,8 @@ struct Inner {
     log_errors: Family<ByPlugin, Counter>,
     shadow_disagreements: Family<ByCandidate, Counter>,
     shadow_compared: Family<ByCandidate, Counter>,
+    audits: Family<ByPlugin, Counter>,
+    audit_agreements: Family<ByPlugin, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,6 +83,8 @@ impl Default for Metrics {
         let log_errors = Family::<ByPlugin, Counter>::default();
         let shadow_disagreements = Family::<ByCandidate, Counter>::default();
         let shadow_compared = Family::<ByCandidate, Counter>::default();
+        let audits = Family::<ByPlugin, Counter>::default();
+        let audit_agreements = Family::<ByPlugin, Counter>::default();
         registry.register(
             "requests",
             "Requests answered, by plugin and source (local, cloud, local_fallback)",
@@ -116,6 +120,17 @@ impl Default for Metrics {
             "Local answers whose label the shadow candidate did not give, by plugin and candidate version",
             shadow_disagreements.clone(),
         );
+        registry.register(
+            "audits",
+            "Confident local answers also sent to the cloud as an audit sample (policy.audit_rate)",
+            audits.clone(),
+        );
+        registry.register(
+            "audit_agreements",
+            "Audited local answers whose label the cloud also gave: agreements / audits estimates local accuracy \
+             against the large model",
+            audit_agreements.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -130,6 +145,8 @@ impl Default for Metrics {
                 log_errors,
                 shadow_disagreements,
                 shadow_compared,
+                audits,
+                audit_agreements,
             }),
         }
     }
@@ -193,6 +210,15 @@ impl Metrics {
         let disagreements = self.inner.shadow_disagreements.get_or_create(&labels);
         if !agreed {
             disagreements.inc();
+        }
+    }
+
+    pub(crate) fn audit(&self, plugin: &str, agreed: bool) {
+        self.inner.audits.get_or_create(&p(plugin)).inc();
+        // Created with the first audit, so a plugin that never agrees shows 0, not nothing.
+        let agreements = self.inner.audit_agreements.get_or_create(&p(plugin));
+        if agreed {
+            agreements.inc();
         }
     }
 }

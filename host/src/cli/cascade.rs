@@ -71,6 +71,20 @@ pub struct CascadeArgs {
     /// Turn the built-in redaction rules off.
     #[arg(long)]
     pub no_default_redaction: bool,
+
+    /// Ask an OpenAI-compatible cloud for the N most likely first tokens (logprobs, 1-20), so that
+    /// classifier answers come back as a distribution over the labels: soft labels for the
+    /// escalation log and the distillation loop. Off (0) by default: some models refuse it with a 400.
+    /// Anthropic and Bedrock return no logprobs; an `edgecascade serve` tier always sends its scores.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub cloud_logprobs: u8,
+
+    /// Also send this share (0 to 1) of confident local answers to the cloud, as an audit sample:
+    /// its agreement is in /metrics, and the audited answers are logged for retraining.
+    /// Costs that share of the confidently-local requests in cloud calls
+    /// [default: the manifest's policy.audit_rate, else 0].
+    #[arg(long, value_name = "X")]
+    pub audit_rate: Option<f64>,
 }
 
 impl CascadeArgs {
@@ -82,7 +96,7 @@ impl CascadeArgs {
             Api::Openai => {
                 let mut c = OpenAi::with_url(url).config().clone();
                 c.read_timeout = self.cloud_timeout;
-                Arc::new(Resilient::new(OpenAi::new(c), policy))
+                Arc::new(Resilient::new(OpenAi::new(c).with_logprobs(self.cloud_logprobs), policy))
             }
             Api::Anthropic => {
                 let mut c = Anthropic::with_url(url).config().clone();
@@ -92,20 +106,19 @@ impl CascadeArgs {
         })
     }
 
-    /// The router for `plugin`, with these flags over the manifest's defaults.
-    pub fn router(
-        &self,
-        plugin: Plugin,
-        cloud: Option<Arc<dyn CloudClient>>,
-        metrics: Metrics,
-    ) -> anyhow::Result<Router> {
-        let mut config = CascadeConfig::for_plugin(&plugin);
+    /// The cascade settings for `plugin`: these flags over the manifest's defaults.
+    pub fn config(&self, plugin: &Plugin) -> anyhow::Result<CascadeConfig> {
+        let mut config = CascadeConfig::for_plugin(plugin);
         if let Some(t) = self.threshold {
             anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold {t} is outside 0..1");
             config.threshold = t;
         }
         if let Some(m) = &self.cloud_model {
             config.cloud_model = m.clone();
+        }
+        if let Some(rate) = self.audit_rate {
+            anyhow::ensure!((0.0..=1.0).contains(&rate), "--audit-rate {rate} is outside 0..1");
+            config.audit_rate = rate;
         }
         config.deadline = self.deadline;
         config.budget = BudgetLimits { per_minute: self.budget_per_minute, per_day: self.budget_per_day };
@@ -118,6 +131,17 @@ impl CascadeArgs {
                 redactor.with_rule(pattern, replacement).map_err(|e| anyhow::anyhow!("--redact {pattern:?}: {e}"))?;
         }
         config.redactor = redactor;
+        Ok(config)
+    }
+
+    /// The router for `plugin`, with these flags over the manifest's defaults.
+    pub fn router(
+        &self,
+        plugin: Plugin,
+        cloud: Option<Arc<dyn CloudClient>>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Router> {
+        let config = self.config(&plugin)?;
         let name = plugin.name().to_string();
         let mut router = Router::new(plugin, cloud, config, metrics);
         if let Some(dir) = &self.escalation_log {

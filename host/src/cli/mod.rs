@@ -4,6 +4,7 @@
 mod cascade;
 #[cfg(feature = "compiler")]
 mod compile;
+mod distill;
 mod eval;
 #[cfg(feature = "inspect")]
 mod inspect;
@@ -62,6 +63,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Calibrate(eval::CalibrateArgs),
     Promote(promote::Args),
+    Distill(distill::Args),
     #[cfg(feature = "inspect")]
     Inspect(inspect::Args),
     Pack(pack::Args),
@@ -120,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run_eval(&cli.global, args),
         Command::Calibrate(args) => eval::run_calibrate(&cli.global, args),
         Command::Promote(args) => promote::run(&cli.global, args),
+        Command::Distill(args) => distill::run(&cli.global, args),
         #[cfg(feature = "inspect")]
         Command::Inspect(args) => inspect::run(&cli.global, args),
         Command::Pack(args) => pack::run(args),

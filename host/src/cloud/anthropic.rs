@@ -69,6 +69,7 @@ pub(crate) fn parse(reply: &Value) -> Result<ChatReply, CloudError> {
     Ok(ChatReply {
         content: text,
         usage: Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens },
+        first_token_logprobs: Vec::new(),
     })
 }
 

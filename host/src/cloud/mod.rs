@@ -9,10 +9,12 @@
 
 mod anthropic;
 mod http;
+mod memo;
 mod openai;
 mod resilient;
 
 pub use anthropic::Anthropic;
+pub use memo::Memo;
 pub use openai::OpenAi;
 pub use resilient::{BreakerState, Resilient, RetryPolicy};
 
@@ -43,12 +45,27 @@ pub struct Usage {
 }
 
 /// A large model's reply.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChatReply {
     /// The reply's text.
     pub content: String,
     /// Tokens used.
     pub usage: Usage,
+    /// The most likely first tokens of the reply with their log-probabilities,
+    /// when the API returned them (OpenAI-compatible `logprobs`/`top_logprobs`,
+    /// asked for with [`OpenAi::with_logprobs`]). Empty otherwise: Anthropic's
+    /// Messages API returns none. The router turns them into a distribution
+    /// over the plugin's labels (soft labels for the distillation loop).
+    pub first_token_logprobs: Vec<TokenLogprob>,
+}
+
+/// One candidate token and its natural-log probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's text, as the API returned it (it may carry a leading space).
+    pub token: String,
+    /// `ln p`, at most 0.
+    pub logprob: f32,
 }
 
 /// Why a cloud call failed. Every variant maps to a metrics label via [`CloudError::kind`].

@@ -1,8 +1,11 @@
 //! The OpenAI-compatible chat-completions API (`POST {base}/chat/completions`).
 
-use super::{ChatReply, ChatRequest, CloudClient, CloudError, HttpConfig, Usage, http};
+use super::{ChatReply, ChatRequest, CloudClient, CloudError, HttpConfig, TokenLogprob, Usage, http};
 use serde_json::{Value, json};
 use std::time::Instant;
+
+/// The most `top_logprobs` the OpenAI API accepts.
+pub const MAX_TOP_LOGPROBS: u8 = 20;
 
 /// A client for OpenAI-compatible endpoints: OpenAI itself, the many servers
 /// that copy its API, and another edgecascade tier (`edgecascade serve`).
@@ -13,12 +16,13 @@ use std::time::Instant;
 pub struct OpenAi {
     config: HttpConfig,
     agent: ureq::Agent,
+    top_logprobs: u8,
 }
 
 impl OpenAi {
     /// A client for `config.base_url`.
     pub fn new(config: HttpConfig) -> OpenAi {
-        OpenAi { agent: http::agent(&config), config }
+        OpenAi { agent: http::agent(&config), config, top_logprobs: 0 }
     }
 
     /// A client with defaults for `base_url`, the key from the environment.
@@ -29,9 +33,18 @@ impl OpenAi {
         }
         OpenAi::new(config)
     }
-}
 
-impl OpenAi {
+    /// Also asks for `logprobs: true` and the `n` most likely tokens at each
+    /// position (`top_logprobs`, clamped to 1..=20), so that a classifier's
+    /// answer comes back as a distribution over its labels: the soft labels
+    /// the distillation loop learns best from. Default off (0), because some
+    /// models and servers refuse the parameter with a 400; turn it on for
+    /// those that accept it. A reply without logprobs is still a good reply.
+    pub fn with_logprobs(mut self, n: u8) -> OpenAi {
+        self.top_logprobs = n.min(MAX_TOP_LOGPROBS);
+        self
+    }
+
     /// The HTTP settings.
     pub fn config(&self) -> &HttpConfig {
         &self.config
@@ -40,12 +53,16 @@ impl OpenAi {
 
 impl CloudClient for OpenAi {
     fn complete(&self, request: &ChatRequest, deadline: Instant) -> Result<ChatReply, CloudError> {
-        let body = json!({
+        let mut body = json!({
             "model": request.model,
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": 0,
         });
+        if self.top_logprobs > 0 {
+            body["logprobs"] = json!(true);
+            body["top_logprobs"] = json!(self.top_logprobs);
+        }
         let mut headers = Vec::new();
         if let Some(key) = &self.config.api_key {
             headers.push(("authorization", format!("Bearer {key}")));
@@ -60,7 +77,8 @@ impl CloudClient for OpenAi {
     }
 }
 
-/// Reads `choices[0].message.content` and `usage` from a chat-completions reply.
+/// Reads `choices[0].message.content`, `usage` and, when present, the first
+/// token's `top_logprobs` from a chat-completions reply.
 pub(crate) fn parse(reply: &Value) -> Result<ChatReply, CloudError> {
     let content = reply
         .pointer("/choices/0/message/content")
@@ -72,7 +90,21 @@ pub(crate) fn parse(reply: &Value) -> Result<ChatReply, CloudError> {
         completion_tokens: count("completion_tokens"),
         total_tokens: count("total_tokens"),
     };
-    Ok(ChatReply { content: content.to_string(), usage })
+    // Logprobs are a bonus: malformed ones are ignored, never a failed call.
+    let first_token_logprobs = reply
+        .pointer("/choices/0/logprobs/content/0/top_logprobs")
+        .and_then(Value::as_array)
+        .map(|tops| {
+            tops.iter()
+                .filter_map(|t| {
+                    let token = t.get("token")?.as_str()?.to_string();
+                    let logprob = t.get("logprob")?.as_f64()? as f32;
+                    (logprob.is_finite() && logprob <= 0.0).then_some(TokenLogprob { token, logprob })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ChatReply { content: content.to_string(), usage, first_token_logprobs })
 }
 
 #[cfg(test)]
@@ -84,7 +116,19 @@ mod tests {
         let reply = json!({"choices": [{"message": {"role": "assistant", "content": "sport"}}],
                            "usage": {"prompt_tokens": 30, "completion_tokens": 1, "total_tokens": 31}});
         let r = parse(&reply).unwrap();
-        assert_eq!((r.content.as_str(), r.usage.total_tokens), ("sport", 31));
+        assert_eq!((r.content.as_str(), r.usage.total_tokens), (("sport"), 31));
+        assert!(r.first_token_logprobs.is_empty());
+    }
+
+    #[test]
+    fn reads_the_first_tokens_top_logprobs_and_skips_bad_entries() {
+        let reply = json!({"choices": [{"message": {"content": "negative"}, "logprobs": {"content": [
+            {"token": "negative", "logprob": -0.1, "top_logprobs": [
+                {"token": "negative", "logprob": -0.1}, {"token": " neutral", "logprob": -2.5},
+                {"token": "x", "logprob": "bad"}, {"token": "y", "logprob": 3.0}]}]}}]});
+        let r = parse(&reply).unwrap();
+        let tokens: Vec<&str> = r.first_token_logprobs.iter().map(|t| t.token.as_str()).collect();
+        assert_eq!(tokens, ["negative", " neutral"]);
     }
 
     #[test]

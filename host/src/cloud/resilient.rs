@@ -175,7 +175,7 @@ mod tests {
             if n < self.fail_first {
                 Err(self.error.clone())
             } else {
-                Ok(ChatReply { content: "ok".into(), usage: Default::default() })
+                Ok(ChatReply { content: "ok".into(), ..Default::default() })
             }
         }
         fn describe(&self) -> String {

@@ -31,6 +31,7 @@
 //! [policy]
 //! threshold = 0.8                # escalate when confidence is below this
 //! cloud_model = "news-topic-large"   # the model name asked of the cloud
+//! audit_rate = 0.05              # also ask the cloud about 5% of confident answers (default 0)
 //!
 //! [config]                       # free-form, handed to the guest as JSON
 //! max_tokens = 128
@@ -178,11 +179,19 @@ pub struct Policy {
     /// The model name to ask the cloud for. Default: the plugin's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_model: Option<String>,
+    /// The share of confident local answers also sent to the cloud as an
+    /// audit sample, in `[0, 1]` (see `CascadeConfig::audit_rate`). Default 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audit_rate: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { threshold: 0.5, cloud_model: None }
+        Policy { threshold: 0.5, cloud_model: None, audit_rate: 0.0 }
     }
 }
 
@@ -259,6 +268,9 @@ impl Manifest {
         }
         if !(0.0..=1.0).contains(&self.policy.threshold) {
             return Err(format!("policy.threshold {} is outside [0, 1]", self.policy.threshold));
+        }
+        if !(0.0..=1.0).contains(&self.policy.audit_rate) {
+            return Err(format!("policy.audit_rate {} is outside [0, 1]", self.policy.audit_rate));
         }
         Ok(())
     }
@@ -383,6 +395,7 @@ mod tests {
             (MINIMAL.replace("name = \"p\"", "name = \"P!\""), "plugin.name"),
             (MINIMAL.replace("p.wasm", "../p.wasm"), "inside the package"),
             (format!("{MINIMAL}\n[policy]\nthreshold = 2.0\n"), "policy.threshold"),
+            (format!("{MINIMAL}\n[policy]\naudit_rate = 1.5\n"), "policy.audit_rate"),
             (format!("{MINIMAL}\n[limits]\nmemory = \"12 parsecs\"\n"), "12 parsecs"),
             (format!("{MINIMAL}\n[limits]\ndedline = \"1s\"\n"), "dedline"),
             (MINIMAL.replace("abi_version = 1", ""), "abi_version"),

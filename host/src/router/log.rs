@@ -2,19 +2,34 @@
 //!
 //! Crash-safe: each record is one `write` of a whole line to a file opened in
 //! append mode, and opening the log first cuts off a torn last line left by a
-//! crash, so a line is either whole or absent. The retrain entry point in
-//! `models/` reads `text` and `label` from each line.
+//! crash, so a line is either whole or absent.
+//!
+//! The record is a versioned contract, specified in `docs/escalation-log.md`:
+//! [`RECORD_VERSION`] changes only when a field changes meaning or goes away;
+//! new optional fields are added without a bump, and readers ignore fields
+//! they do not know. The retrainer (`models/pipeline/distill.py`) learns from
+//! `scores` when `soft` is true, else from `label`.
 
 use crate::{Error, Result};
+use edgecascade_abi::Score;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// One escalation, as written.
+/// The version of [`Record`] this host writes (the `record` field). Version 1
+/// had no `record`, `id`, `scores`, `soft` or `teacher` fields.
+pub const RECORD_VERSION: u32 = 2;
+
+/// One escalation (or audit), as written.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record<'a> {
+    /// The record format, [`RECORD_VERSION`].
+    pub record: u32,
+    /// A random 128-bit id in hex, unique per record: lets a consumer that
+    /// receives a record twice (a retried upload) keep it once.
+    pub id: String,
     /// Seconds since the Unix epoch.
     pub ts: f64,
     /// The plugin.
@@ -27,7 +42,17 @@ pub struct Record<'a> {
     pub label: Option<&'a str>,
     /// The large model's confidence.
     pub confidence: f32,
-    /// Why the request escalated.
+    /// The large model's distribution over the labels, highest first, when
+    /// it gave one; else the one label it named, with score 1.
+    pub scores: &'a [Score],
+    /// True when `scores` is a distribution (two or more labels scored), false
+    /// for a hard label. Learn from `scores` only when true.
+    pub soft: bool,
+    /// The model name the cloud was asked for.
+    pub teacher: &'a str,
+    /// Why the request reached the cloud: a router [`Reason`](super::Reason)
+    /// (`low_confidence`, `beyond`, `local_error`, `forced_cloud`), or
+    /// `audit` for a confident local answer sampled for checking.
     pub reason: &'a str,
     /// The local label, if there was one.
     pub local_label: Option<&'a str>,
@@ -39,6 +64,16 @@ pub struct Record<'a> {
 pub struct EscalationLog {
     path: PathBuf,
     file: Mutex<File>,
+}
+
+/// A fresh record id: 128 random bits in hex.
+pub fn record_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fastrand's generator (seeded per thread) still makes collisions unlikely.
+        bytes.copy_from_slice(&fastrand::u128(..).to_le_bytes());
+    }
+    hex::encode(bytes)
 }
 
 impl EscalationLog {
@@ -107,12 +142,17 @@ mod tests {
 
     fn record<'a>(text: &'a str) -> Record<'a> {
         Record {
+            record: RECORD_VERSION,
+            id: record_id(),
             ts: 1.0,
             plugin: "p",
             version: "1",
             text,
             label: Some("x"),
             confidence: 1.0,
+            scores: &[],
+            soft: false,
+            teacher: "t",
             reason: "low_confidence",
             local_label: None,
             local_confidence: None,

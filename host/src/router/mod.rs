@@ -8,10 +8,13 @@
 
 mod budget;
 mod log;
+pub mod policy;
 mod redact;
+pub mod soft;
 
 pub use budget::{Budget, BudgetLimits, Remaining};
-pub use log::{EscalationLog, Record};
+pub use log::{EscalationLog, RECORD_VERSION, Record, record_id};
+pub use policy::{LocalOutcome, decide};
 pub use redact::Redactor;
 
 use crate::cloud::{ChatRequest, CloudClient, CloudError, Usage};
@@ -113,6 +116,10 @@ pub struct Reply {
     pub degraded: bool,
     /// True when the cloud answer came from the answer cache.
     pub cached: bool,
+    /// True when this confident local answer was also sent to the cloud as an
+    /// audit sample ([`CascadeConfig::audit_rate`]); the answer is still the local one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audited: bool,
     /// The plugin's reason, when it declined the input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beyond: Option<String>,
@@ -174,6 +181,17 @@ pub struct CascadeConfig {
     pub cache_ttl: Duration,
     /// Patterns replaced before anything leaves the device or is logged. Default: emails, phones, cards, IPs.
     pub redactor: Redactor,
+    /// The share of confident local answers that are also sent to the cloud,
+    /// in `[0, 1]`: an audit sample. Its agreement with the local answers is
+    /// an online estimate of local accuracy (`/metrics`:
+    /// `edgecascade_audits_total`, `edgecascade_audit_agreements_total`), and
+    /// the audited answers are logged with reason `audit`, so the retrainer
+    /// also learns from easy cases and not only from the hard ones it
+    /// escalated. It costs `audit_rate` x (confident share) extra cloud calls
+    /// per request, taken from the same budget; the caller still gets the
+    /// local answer, after the audit call (bounded by the deadline).
+    /// Default: the manifest's `policy.audit_rate` (0, off).
+    pub audit_rate: f64,
 }
 
 impl CascadeConfig {
@@ -189,9 +207,13 @@ impl CascadeConfig {
             cache_entries: 4096,
             cache_ttl: Duration::from_secs(3600),
             redactor: Redactor::default(),
+            audit_rate: policy.audit_rate,
         }
     }
 }
+
+/// The escalation-log reason of an audit sample.
+pub const AUDIT_REASON: &str = "audit";
 
 /// Cloud answers by input hash, with the time they were stored.
 type AnswerCache = lru::LruCache<[u8; 32], (Answer, Instant)>;
@@ -271,6 +293,7 @@ impl Router {
             reason: Reason::ForcedCloud,
             degraded: false,
             cached: false,
+            audited: false,
             beyond: None,
             local_answer: None,
             local_error: None,
@@ -281,38 +304,38 @@ impl Router {
 
         // 1. The local model, unless the caller skips it.
         let mut local: Option<Answer> = None;
+        let mut outcome = LocalOutcome::Skipped;
         if mode != Mode::CloudOnly {
             let t = Instant::now();
             let result = self.plugin.infer(input);
             reply.latency_ms.local = Some(ms(t.elapsed()));
-            reply.reason = match result {
+            outcome = match result {
                 Ok(Local::Answered(answer)) => {
                     self.metrics.confidence(name, answer.confidence);
                     self.compare_shadow(input, &answer);
-                    let confident = answer.confidence >= self.config.threshold;
+                    let confidence = answer.confidence;
                     local = Some(answer);
-                    match (mode, confident) {
-                        (Mode::LocalOnly, _) => Reason::ForcedLocal,
-                        (_, true) => Reason::Confident,
-                        (_, false) => Reason::LowConfidence,
-                    }
+                    LocalOutcome::Answered { confidence }
                 }
                 Ok(Local::Beyond { reason }) => {
                     reply.beyond = Some(reason);
-                    if mode == Mode::LocalOnly { Reason::ForcedLocal } else { Reason::Beyond }
+                    LocalOutcome::Beyond
                 }
                 Err(e) => {
                     reply.local_error = Some(e.to_string());
-                    if mode == Mode::LocalOnly { Reason::ForcedLocal } else { Reason::LocalError }
+                    LocalOutcome::Failed
                 }
             };
         }
-        let escalate =
-            matches!(reply.reason, Reason::LowConfidence | Reason::Beyond | Reason::LocalError | Reason::ForcedCloud);
+        reply.reason = policy::decide(outcome, mode, self.config.threshold);
+        let escalate = reply.reason.escalates();
         if !escalate || self.cloud.is_none() {
             if escalate {
                 reply.reason = Reason::NoCloud;
                 reply.degraded = local.is_some();
+            }
+            if let (Reason::Confident, Some(answer)) = (reply.reason, &local) {
+                reply.audited = self.audit(input, answer, deadline);
             }
             reply.answer = local;
             return self.finish(reply, started);
@@ -326,7 +349,7 @@ impl Router {
         reply.cached = outcome.cached;
         match outcome.answer {
             Ok(answer) => {
-                self.write_log(input, &answer, reply.reason, local.as_ref());
+                self.write_log(input, &answer, reply.reason.as_str(), local.as_ref());
                 reply.source = Source::Cloud;
                 reply.answer = Some(answer);
                 reply.local_answer = local;
@@ -383,6 +406,8 @@ impl Router {
         };
         match self.plugin.parse_reply(&reply.content) {
             Ok(answer) => {
+                let answer =
+                    soft::with_logprobs(answer, &self.plugin.manifest().plugin.labels, &reply.first_token_logprobs);
                 self.remember(key, &answer);
                 done(Ok(answer), false, Some(reply.usage))
             }
@@ -427,18 +452,45 @@ impl Router {
         }
     }
 
-    fn write_log(&self, input: &Input, answer: &Answer, reason: Reason, local: Option<&Answer>) {
+    /// Sends a confident local answer to the cloud with probability
+    /// `audit_rate`, counts whether the two agree, and logs the cloud's
+    /// answer. Returns whether the audit was made.
+    fn audit(&self, input: &Input, local: &Answer, deadline: Instant) -> bool {
+        let rate = self.config.audit_rate;
+        if self.cloud.is_none() || rate <= 0.0 || fastrand::f64() >= rate {
+            return false;
+        }
+        let name = self.plugin.name();
+        match self.ask_cloud(input, deadline).answer {
+            Ok(answer) => {
+                self.metrics.audit(name, answer.label == local.label);
+                self.write_log(input, &answer, AUDIT_REASON, Some(local));
+                true
+            }
+            Err(failure) => {
+                self.metrics.cloud_error(name, failure.kind);
+                false
+            }
+        }
+    }
+
+    fn write_log(&self, input: &Input, answer: &Answer, reason: &str, local: Option<&Answer>) {
         let Some(log) = &self.log else { return };
         let redacted = self.redact(input);
         let text = redacted.as_text().unwrap_or("");
         let record = Record {
+            record: RECORD_VERSION,
+            id: record_id(),
             ts: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             plugin: self.plugin.name(),
             version: self.plugin.version(),
             text,
             label: answer.label.as_deref(),
             confidence: answer.confidence,
-            reason: reason.as_str(),
+            scores: &answer.scores,
+            soft: soft::is_soft(answer),
+            teacher: &self.config.cloud_model,
+            reason,
             local_label: local.and_then(|a| a.label.as_deref()),
             local_confidence: local.map(|a| a.confidence),
         };

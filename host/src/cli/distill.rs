@@ -1,0 +1,248 @@
+//! `edgecascade distill`: the distillation loop (see `edgecascade::distill`).
+
+use super::Global;
+use super::cascade::CascadeArgs;
+use super::eval::read_rows;
+use anyhow::Context;
+use edgecascade::distill::{self, CommandTrainer, Loop, LoopConfig, LoopData, LoopReport, Round};
+use edgecascade::eval::Row;
+use edgecascade::{CascadeConfig, Input};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Run the distillation loop: serve traffic, learn from the large model's answers, gate, promote; in rounds.
+#[derive(clap::Args)]
+#[command(after_help = "Example (a cold start from 350 gold tweets, the teacher served by `edgecascade serve`):\n  \
+    edgecascade distill --plugin live/sentiment --cloud http://127.0.0.1:8080/v1 --cloud-model sentiment-teacher \\\n    \
+    --cold-start --seed models/data/sentiment/loop/seed.jsonl --check models/data/sentiment/loop/check.jsonl \\\n    \
+    --stream models/data/sentiment/loop/stream.jsonl --report models/data/sentiment/test.jsonl \\\n    \
+    --trainer \"python3 models/pipeline/distill.py --task sentiment\" --rounds 4 --svg loop.svg\n\n\
+    Each round serves the next 1/ROUNDS of --stream through the cascade with the escalation log on,\n\
+    runs the trainer on --seed plus every record logged so far, packs the result as the next version\n\
+    (signed with --key), calibrates its threshold on --check, compares it with the live version in\n\
+    shadow and through the gate on --check, and promotes it into --plugin (plugin.toml last, so a\n\
+    `serve --watch` on that directory hot-reloads it). --report is only measured.\n\n\
+    Training runs where this command runs. The trainer is any program that takes\n\
+    `--seed F [--log F]... --out DIR --version V` and prints {\"model\": PATH} last; `--check` must\n\
+    exit 0 when it can run. The project's trainer needs Python 3 with numpy, scipy, onnx and\n\
+    onnxruntime (bash models/setup.sh). Exit status: 0 done, 2 error.")]
+pub struct Args {
+    /// The live package directory: served, and replaced by each promoted version.
+    #[arg(long, value_name = "DIR")]
+    plugin: PathBuf,
+
+    /// The gold training seed, JSONL {"text", "label"}: the few hundred examples the operator has.
+    #[arg(long, value_name = "FILE")]
+    seed: PathBuf,
+
+    /// Gold JSONL rows for the gate and the threshold, never trained on (the rest of the gold examples).
+    #[arg(long, value_name = "FILE")]
+    check: PathBuf,
+
+    /// The traffic, JSONL {"text"} (a "label", if present, is only used to report served accuracy).
+    #[arg(long, value_name = "FILE")]
+    stream: PathBuf,
+
+    /// Labelled JSONL rows that are only measured, never used to decide (an untouched test split).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Rounds; the stream is served in this many equal slices.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    rounds: usize,
+
+    /// Train the first model from --seed alone and install it before round 1 (no small model yet).
+    #[arg(long)]
+    cold_start: bool,
+
+    /// The trainer's command line; the loop appends --seed, --log, --out and --version.
+    #[arg(long, value_name = "COMMAND", default_value = "python3 models/pipeline/distill.py")]
+    trainer: String,
+
+    /// Where logs, models and candidate packages go [default: a `distill` directory beside --plugin].
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+
+    /// Each candidate's threshold: the lowest at which the cascade keeps this fraction of the large
+    /// model's accuracy on --check (a little above the report's 0.99 absorbs a small check set's noise).
+    #[arg(long, value_name = "X", default_value_t = distill::DEFAULT_CALIBRATION_TARGET)]
+    calibrate_to: f64,
+
+    /// Cascade accuracy on --check a candidate may lose and still be promoted, as a fraction.
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
+    tolerance: f64,
+
+    /// Sign every candidate with this ed25519 key (from `edgecascade keygen`).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// Write the round-by-round curve here as SVG.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+
+    /// Print the report as JSON after the table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    cascade: CascadeArgs,
+}
+
+pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
+    let cloud = args.cascade.client().context("distill needs --cloud URL: the large model labels the escalations")?;
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    anyhow::ensure!((0.0..=1.5).contains(&args.calibrate_to), "--calibrate-to {} is outside 0..1.5", args.calibrate_to);
+    let argv: Vec<String> = args.trainer.split_whitespace().map(str::to_string).collect();
+    anyhow::ensure!(!argv.is_empty(), "--trainer is empty");
+    let trainer = CommandTrainer::new(argv);
+    // Up front: a missing Python package should not surface after a round of serving.
+    trainer.check().context("the trainer cannot run here (for the project's trainer: bash models/setup.sh)")?;
+    let data = LoopData {
+        seed: args.seed.clone(),
+        check: read_rows(&args.check, None)?,
+        stream: read_stream(&args.stream)?,
+        report: args.report.as_ref().map(|p| read_rows(p, None)).transpose()?,
+    };
+    anyhow::ensure!(read_rows(&args.seed, None)?.len() > 1, "{} needs gold examples", args.seed.display());
+    anyhow::ensure!(!data.check.is_empty(), "{} has no rows", args.check.display());
+    anyhow::ensure!(data.stream.len() >= args.rounds, "{} has fewer rows than rounds", args.stream.display());
+    let work = args.work.clone().unwrap_or_else(|| sibling(&args.plugin, "distill"));
+    let config = LoopConfig {
+        rounds: args.rounds,
+        cold_start: args.cold_start,
+        calibration_target: args.calibrate_to,
+        tolerance: args.tolerance,
+        audit_rate: args.cascade.audit_rate,
+        signing_key: args.key.as_deref().map(edgecascade::plugin::signing_key).transpose()?,
+        ..LoopConfig::default()
+    };
+    let runtime = global.runtime()?;
+    // Compile once up front, with the progress line, so rounds only load from the cache.
+    let first = super::load_with_progress(&runtime, runtime.verify(&args.plugin)?)?;
+    args.cascade.config(&first)?;
+    // The flags are valid (checked just above), so a plugin's config cannot fail from here on.
+    let settings = |plugin: &edgecascade::Plugin| {
+        args.cascade.config(plugin).unwrap_or_else(|_| CascadeConfig::for_plugin(plugin))
+    };
+    let the_loop = Loop::new(&runtime, cloud, settings, &trainer, &args.plugin, &work, config);
+    let split = if data.report.is_some() { "test" } else { "check" };
+    eprintln!(
+        "distill: {} rounds over {} stream rows; seed {}, check {} rows; measured on the {split} split; work in {}",
+        args.rounds,
+        data.stream.len(),
+        args.seed.display(),
+        data.check.len(),
+        work.display()
+    );
+    println!("{}", header(split));
+    let report = the_loop.run(&data, |round| println!("{}", line(round)))?;
+    println!("{}", footer(&report));
+    if let Some(path) = &args.svg {
+        let title = format!("{}: the distillation loop", report.plugin);
+        std::fs::write(path, distill::svg(&report, &title)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stream rows: like eval's rows, but the label may be missing (traffic is unlabelled).
+fn read_stream(path: &Path) -> anyhow::Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let label = value.get("label").and_then(|l| l.as_str()).unwrap_or_default().to_string();
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("label");
+        }
+        let input = match value.get("text").and_then(|t| t.as_str()) {
+            Some(t) => Input::text(t),
+            None => Input::json(&value),
+        };
+        rows.push(Row { input, label });
+    }
+    Ok(rows)
+}
+
+/// `dir`'s sibling named `<dir name>-<suffix>`.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
+    dir.with_file_name(format!("{name}-{suffix}"))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn header(split: &str) -> String {
+    format!(
+        "{:>5} {:>7} {:>10} {:>9} │ {:<14} {:>5} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>7}\n{}",
+        "round",
+        "served",
+        "calls/1k",
+        "local",
+        "version",
+        "thr",
+        "calls/1k",
+        "cascade",
+        "vs large",
+        "small",
+        "local@99%",
+        "bytes",
+        "gate",
+        "labels",
+        format!(
+            "{:>34} │ {}",
+            "serving the stream (live version)",
+            format!("after the round: the version in service, on the {split} split")
+        )
+    )
+}
+
+fn line(r: &Round) -> String {
+    let (served, calls, local) = match &r.served {
+        Some(s) => {
+            let n = s.requests.max(1) as f64;
+            (s.requests.to_string(), format!("{:.0}", s.cloud_calls as f64 * 1000.0 / n), pct(s.local as f64 / n))
+        }
+        None => ("-".into(), "-".into(), "-".into()),
+    };
+    let m = r.report.as_ref().unwrap_or(&r.check);
+    let s = &m.summary;
+    let gate = match r.verdict {
+        None => "-".to_string(),
+        Some(edgecascade::gate::Verdict::Promote) => "promoted".into(),
+        Some(edgecascade::gate::Verdict::Refuse { .. }) => "refused".into(),
+    };
+    format!(
+        "{:>5} {:>7} {:>10} {:>9} │ {:<14} {:>5.2} {:>10.0} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>7}",
+        r.round,
+        served,
+        calls,
+        local,
+        r.version,
+        r.threshold,
+        (1.0 - s.local_share) * 1000.0,
+        pct(s.cascade_accuracy),
+        if s.cloud_accuracy > 0.0 { pct(s.cascade_accuracy / s.cloud_accuracy) } else { "-".into() },
+        pct(s.local_accuracy),
+        m.share_at_target.map(pct).unwrap_or_else(|| "none".into()),
+        r.model_bytes,
+        gate,
+        r.cloud_labels,
+    )
+}
+
+fn footer(report: &LoopReport) -> String {
+    let large = report.rounds.first().map(|r| r.report.as_ref().unwrap_or(&r.check).summary.cloud_accuracy);
+    format!(
+        "large model accuracy {}; `labels` = cloud labels paid so far (escalations, audits, the check set once); \
+         {} more calls measured the report set",
+        large.map(pct).unwrap_or_default(),
+        report.report_calls
+    )
+}

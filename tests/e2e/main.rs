@@ -13,6 +13,7 @@ mod cache;
 mod capi;
 mod cascade;
 mod cli;
+mod distill;
 mod edge;
 mod hostile;
 mod models;

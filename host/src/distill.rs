@@ -512,6 +512,9 @@ fn first_version(live: &str) -> String {
     if live == "0.1.0" { "0.1.0-seed".into() } else { "0.1.0".into() }
 }
 
+/// One line of the loop's plot: its legend, its colour, and its value in a round.
+type Series = (&'static str, &'static str, Box<dyn Fn(&Round) -> Option<f64>>);
+
 /// An SVG of the loop: cloud calls per 1,000 requests and the share served
 /// locally at the report target, round by round.
 pub fn svg(report: &LoopReport, title: &str) -> String {
@@ -521,7 +524,7 @@ pub fn svg(report: &LoopReport, title: &str) -> String {
     let y = |share: f64| h - pad - share.clamp(0.0, 1.0) * (h - 2.0 * pad);
     let measured = |r: &Round| r.report.as_ref().unwrap_or(&r.check).clone();
     let split = if report.rounds.first().is_some_and(|r| r.report.is_some()) { "test" } else { "check" };
-    let series: [(&str, &str, Box<dyn Fn(&Round) -> Option<f64>>); 3] = [
+    let series: [Series; 3] = [
         ("cloud calls per request", "#c0392b", Box::new(move |r| Some(1.0 - measured(r).summary.local_share))),
         ("served locally at the target accuracy", "#27ae60", Box::new(move |r| measured(r).share_at_target)),
         (

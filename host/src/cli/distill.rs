@@ -193,8 +193,12 @@ fn pct(x: f64) -> String {
 }
 
 fn header(split: &str) -> String {
-    format!(
-        "{:>5} {:>7} {:>10} {:>9} │ {:<14} {:>5} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>7}\n{}",
+    let groups = format!(
+        "{:>34} │ after the round: the version in service, on the {split} split",
+        "serving the stream (live version)"
+    );
+    let columns = format!(
+        "{:>5} {:>7} {:>10} {:>9} │ {:<14} {:>5} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>7}",
         "round",
         "served",
         "calls/1k",
@@ -209,12 +213,8 @@ fn header(split: &str) -> String {
         "bytes",
         "gate",
         "labels",
-        format!(
-            "{:>34} │ {}",
-            "serving the stream (live version)",
-            format!("after the round: the version in service, on the {split} split")
-        )
-    )
+    );
+    format!("{groups}\n{columns}")
 }
 
 fn line(r: &Round) -> String {

@@ -127,9 +127,18 @@ impl CloudError {
         }
     }
 
-    /// Whether the failure says something about the cloud's health (for the breaker).
+    /// Whether the failure says something about the cloud's health (for the
+    /// breaker). A refusal of this one request (400, 413, 415 or 422: a tier
+    /// that finds the input beyond its model, say) does not: the next request
+    /// may well succeed, and opening the circuit for it would cut off every
+    /// escalation after a few odd inputs.
     pub fn counts_against_health(&self) -> bool {
-        !matches!(self, CloudError::BudgetExhausted(_) | CloudError::CircuitOpen(_))
+        !matches!(
+            self,
+            CloudError::BudgetExhausted(_)
+                | CloudError::CircuitOpen(_)
+                | CloudError::Status { status: 400 | 413 | 415 | 422, .. }
+        )
     }
 }
 

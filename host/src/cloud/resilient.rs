@@ -245,4 +245,16 @@ mod tests {
         assert!(c.complete(&request(), soon()).is_ok());
         assert_eq!(c.breaker_state(), BreakerState::Closed);
     }
+
+    #[test]
+    fn refusals_of_single_inputs_do_not_open_the_breaker() {
+        // A tier that finds an input beyond its model answers 422; that says nothing about the tier.
+        let refusal = CloudError::Status { status: 422, retry_after: None, body: "beyond".into() };
+        let c = Resilient::new(Flaky { calls: AtomicU32::new(0), fail_first: 20, error: refusal }, fast());
+        for _ in 0..20 {
+            assert!(matches!(c.complete(&request(), soon()), Err(CloudError::Status { status: 422, .. })));
+        }
+        assert_eq!(c.breaker_state(), BreakerState::Closed);
+        assert!(c.complete(&request(), soon()).is_ok());
+    }
 }

@@ -193,20 +193,7 @@ def _soft_temperature(logits: np.ndarray, t: np.ndarray) -> float:
     def ce(logT):
         return float(-(t * np.log(np.clip(nn.softmax(logits / np.exp(logT)), 1e-12, None))).sum(1).mean())
 
-    lo, hi = np.log(0.05), np.log(20.0)
-    g = (np.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = ce(a), ce(b)
-    for _ in range(80):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = ce(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = ce(b)
-    return float(np.exp((lo + hi) / 2))
+    return nn.golden_temperature(ce)
 
 
 def train(task: str, seed: list[dict], log: list[dict], cfg: LoopCfg | None = None, log_fn=None):

@@ -115,19 +115,24 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         pr = softmax(logits / np.exp(logT))
         return -np.log(np.clip(pr[np.arange(len(y)), y], 1e-12, None)).mean()
 
+    return golden_temperature(nll)
+
+
+def golden_temperature(loss) -> float:
+    """The temperature in [0.05, 20] minimising loss(log T): 80 steps of golden-section search."""
     lo, hi = np.log(0.05), np.log(20.0)
     g = (np.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(a), nll(b)
+    fa, fb = loss(a), loss(b)
     for _ in range(80):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - g * (hi - lo)
-            fa = nll(a)
+            fa = loss(a)
         else:
             lo, a, fa = a, b, fb
             b = lo + g * (hi - lo)
-            fb = nll(b)
+            fb = loss(b)
     return float(np.exp((lo + hi) / 2))
 
 

@@ -75,6 +75,19 @@ def large_ids(ids: list[int]) -> list[int]:
 
 # ---------------------------------------------------------------- JSONL
 
+def save_cached(path: Path, array: np.ndarray | None = None, **arrays: np.ndarray) -> None:
+    """Write a cache entry (.npy for one array, .npz for named ones) atomically, creating the cache
+    directory. Atomic because loop tests train in parallel: a reader must never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        if array is not None:
+            np.save(f, array)
+        else:
+            np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
 def dumps(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import minilm
-from common import (CACHE, DATA, LARGE_MAX_TOKENS, ONNX_DIR, encode, io_spec, large_ids,
+from common import (CACHE, save_cached, DATA, LARGE_MAX_TOKENS, ONNX_DIR, encode, io_spec, large_ids,
                     load_split, ort_session, save_onnx)
 
 MINILM_NAME = "minilm-int8"
@@ -80,7 +80,7 @@ def embeddings(task: str, split: str, rows: list[dict] | None = None, tag: str |
     sess = ort_session(model, threads=threads)
     seqs = [large_ids(i) for i in encode([r["text"] for r in rows])]
     out = np.stack([_run(sess, s) for s in seqs]).astype(np.float32)
-    np.save(path, out)
+    save_cached(path, out)
     print(f"[teacher] embedded {task}/{split} ({len(rows)} texts) in {time.time() - t0:.0f}s")
     return out
 
@@ -104,6 +104,6 @@ def token_table() -> dict[str, np.ndarray]:
         h = minilm.forward_hidden(w, batch, mask)
         pooled[ids] = minilm.pool_normalize(h, mask)
         middle[ids] = h[:, 1]
-    np.savez(path, pooled=pooled, middle=middle)
+    save_cached(path, pooled=pooled, middle=middle)
     print(f"[teacher] token table {V} x 384 in {time.time() - t0:.0f}s")
     return {"pooled": pooled, "middle": middle}

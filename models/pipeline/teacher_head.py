@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (CACHE, LABELS, LARGE_MAX_TOKENS, ONNX_DIR, accuracy, ece, io_spec,  # noqa: E402
+from common import (CACHE, save_cached, LABELS, LARGE_MAX_TOKENS, ONNX_DIR, accuracy, ece, io_spec,  # noqa: E402
                     load_split, ort_session, save_onnx)
 
 TASKS = ("sentiment", "news")
@@ -77,7 +77,7 @@ def probs(task: str, split: str) -> np.ndarray:
         return np.load(path)
     sess = ort_session(head)
     p = np.concatenate([sess.run(None, {"embedding": e[None]})[0] for e in emb]).astype(np.float32)
-    np.save(path, p)
+    save_cached(path, p)
     return p
 
 

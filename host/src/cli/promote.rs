@@ -67,7 +67,10 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let live = cascade.router(super::load_with_progress(&runtime, live_package)?, cloud.clone(), metrics.clone())?;
     let candidate = cascade.router(super::load_with_progress(&runtime, candidate_package.clone())?, cloud, metrics)?;
     let bar = progress_bar(2 * rows.len());
-    let report = gate::evaluate(&live, &candidate, &rows, args.tolerance, || bar.inc(1))?;
+    let report =
+        gate::evaluate(&live, &candidate, &rows, gate::Rule::NoLessAccurate { tolerance: args.tolerance }, || {
+            bar.inc(1)
+        })?;
     bar.finish_and_clear();
     let promoted = !args.dry_run && gate::apply(&report, &candidate_package, &args.live)?;
 
@@ -95,6 +98,11 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
                 shortfall * 100.0,
                 args.tolerance * 100.0
             );
+            Ok(ExitCode::from(1))
+        }
+        // Only the loop's rule gives these; the message still says why and that nothing changed.
+        verdict => {
+            eprintln!("{}; {dir} is unchanged and {from} keeps serving", verdict.describe());
             Ok(ExitCode::from(1))
         }
     }

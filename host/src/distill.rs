@@ -16,12 +16,14 @@
 //!    far;
 //! 3. **packs** the new model as the next version (signed when a key is
 //!    configured), with its threshold **calibrated** on the check set
-//!    ([`LoopConfig::calibration`]: by default the lowest threshold at which
-//!    the cascade keeps 99% of the large model's accuracy in 90% of bootstrap
-//!    resamples of the check set);
+//!    ([`LoopConfig::calibration`]: by default, testing from the top down, the
+//!    lowest threshold at which the cascade keeps 99% of the large model's
+//!    accuracy in 90% of bootstrap resamples of the check set);
 //! 4. runs it in **shadow** beside the live version on the check inputs;
 //! 5. **gates** it against the live version through the same cascade on
-//!    the check set ([`gate::evaluate`]);
+//!    the check set ([`gate::evaluate`]; by default it must be no less
+//!    accurate, or serve more locally while it still meets the calibration
+//!    target: [`LoopGate`]);
 //! 6. **promotes** it into the live directory ([`gate::apply`]: files first,
 //!    `plugin.toml` last), which a server watching that directory hot-reloads;
 //!    the loop reloads it too.
@@ -144,21 +146,49 @@ pub struct LoopConfig {
     /// examples, no small model yet). Default false: start from the live model.
     pub cold_start: bool,
     /// How each candidate's threshold is chosen on the check set. Default
-    /// [`DEFAULT_CALIBRATION`]: the lowest threshold at which the cascade keeps
-    /// 99% of the large model's accuracy in 90% of bootstrap resamples.
+    /// [`DEFAULT_CALIBRATION`]: testing from the top down, the lowest threshold
+    /// at which the cascade keeps 99% of the large model's accuracy in 90% of
+    /// bootstrap resamples. It is also the gate's accuracy floor.
     pub calibration: Target,
     /// What "as good as the large model" means in the report: the share
     /// served locally while the cascade keeps this fraction of the large
     /// model's accuracy. Default 0.99.
     pub report_target: f64,
-    /// Cascade accuracy on the check set a candidate may lose and still be
-    /// promoted, as a fraction. Default 0.
-    pub tolerance: f64,
+    /// How the gate decides. Default [`LoopGate::BetterOrCheaper`].
+    pub gate: LoopGate,
     /// The share of confident local answers also sent to the cloud while
     /// serving ([`CascadeConfig::audit_rate`]). Default: the live manifest's.
     pub audit_rate: Option<f64>,
     /// Sign every candidate with this key. Default none.
     pub signing_key: Option<SigningKey>,
+}
+
+/// How the loop's gate decides, on the check set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LoopGate {
+    /// [`gate::Rule::BetterOrCheaper`] with [`LoopConfig::calibration`] as
+    /// the accuracy floor: a candidate is promoted when it is no less
+    /// accurate, or when it serves more locally and still meets the target.
+    /// The loop's objective is the bill; the target is what callers are
+    /// promised.
+    BetterOrCheaper,
+    /// [`gate::Rule::NoLessAccurate`]: as `edgecascade promote`, a candidate
+    /// is promoted when its cascade accuracy is at most `tolerance` below the
+    /// live one's, whatever it serves locally.
+    NoLessAccurate {
+        /// The cascade accuracy it may lose, as a fraction.
+        tolerance: f64,
+    },
+}
+
+impl LoopConfig {
+    /// The gate's rule.
+    pub fn gate_rule(&self) -> gate::Rule {
+        match self.gate {
+            LoopGate::BetterOrCheaper => gate::Rule::BetterOrCheaper { target: self.calibration },
+            LoopGate::NoLessAccurate { tolerance } => gate::Rule::NoLessAccurate { tolerance },
+        }
+    }
 }
 
 /// The default [`LoopConfig::calibration`]. The plain rule
@@ -174,7 +204,7 @@ impl Default for LoopConfig {
             cold_start: false,
             calibration: DEFAULT_CALIBRATION,
             report_target: 0.99,
-            tolerance: 0.0,
+            gate: LoopGate::BetterOrCheaper,
             audit_rate: None,
             signing_key: None,
         }
@@ -361,7 +391,7 @@ impl<'a> Loop<'a> {
             let live_router = self.replay_router(live.clone(), check_teacher.clone(), live.manifest().policy.threshold);
             let threshold = candidate.manifest().policy.threshold;
             let candidate_router = self.replay_router(candidate, check_teacher.clone(), threshold);
-            let report = gate::evaluate(&live_router, &candidate_router, &data.check, self.config.tolerance, || {})?;
+            let report = gate::evaluate(&live_router, &candidate_router, &data.check, self.config.gate_rule(), || {})?;
             if gate::apply(&report, &candidate_package, &self.live_dir)? {
                 live = self.runtime.load(&self.live_dir)?;
             }

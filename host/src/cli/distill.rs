@@ -20,8 +20,9 @@ use std::process::ExitCode;
     Each round serves the next 1/ROUNDS of --stream through the cascade with the escalation log on,\n\
     runs the trainer on --seed plus every record logged so far, packs the result as the next version\n\
     (signed with --key), calibrates its threshold on --check, compares it with the live version in\n\
-    shadow and through the gate on --check, and promotes it into --plugin (plugin.toml last, so a\n\
-    `serve --watch` on that directory hot-reloads it). --report is only measured.\n\n\
+    shadow and through the gate on --check (by default it must be no less accurate, or serve more\n\
+    locally and still meet the calibration target), and promotes it into --plugin (plugin.toml last, so\n\
+    a `serve --watch` on that directory hot-reloads it). --report is only measured.\n\n\
     Training runs where this command runs. The trainer is any program that takes\n\
     `--seed F [--log F]... --out DIR --version V` and prints {\"model\": PATH} last; `--check` must\n\
     exit 0 when it can run. The project's trainer needs Python 3 with numpy, scipy, onnx and\n\
@@ -63,8 +64,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     work: Option<PathBuf>,
 
-    /// Each candidate's threshold: the lowest at which the cascade keeps this fraction of the large
-    /// model's accuracy on --check...
+    /// Each candidate's threshold: testing from the top down, the lowest at which the cascade keeps
+    /// this fraction of the large model's accuracy on --check...
     #[arg(long, value_name = "X", default_value_t = 0.99)]
     calibrate_to: f64,
 
@@ -73,9 +74,11 @@ pub struct Args {
     #[arg(long, value_name = "Q", default_value_t = 0.1)]
     calibration_quantile: f64,
 
-    /// Cascade accuracy on --check a candidate may lose and still be promoted, as a fraction.
-    #[arg(long, value_name = "X", default_value_t = 0.0)]
-    tolerance: f64,
+    /// Gate on accuracy instead of cost: promote a candidate whose cascade accuracy on --check is at
+    /// most X below the live one's, whatever it serves locally [default: promote a candidate that is
+    /// no less accurate, or that serves more locally and still meets the calibration target].
+    #[arg(long, value_name = "X")]
+    no_less_accurate: Option<f64>,
 
     /// Sign every candidate with this ed25519 key (from `edgecascade keygen`).
     #[arg(long, value_name = "FILE")]
@@ -125,7 +128,10 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         } else {
             Target::AccuracyOfCloud(args.calibrate_to)
         },
-        tolerance: args.tolerance,
+        gate: match args.no_less_accurate {
+            Some(tolerance) => distill::LoopGate::NoLessAccurate { tolerance },
+            None => distill::LoopGate::BetterOrCheaper,
+        },
         audit_rate: args.cascade.audit_rate,
         signing_key: args.key.as_deref().map(edgecascade::plugin::signing_key).transpose()?,
         ..LoopConfig::default()
@@ -149,7 +155,14 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         work.display()
     );
     println!("{}", header(split));
-    let report = the_loop.run(&data, |round| println!("{}", line(round)))?;
+    let report = the_loop.run(&data, |round| {
+        println!("{}", line(round));
+        if let (Some(candidate), Some(verdict)) = (&round.candidate, round.verdict)
+            && verdict != edgecascade::gate::Verdict::Promote
+        {
+            eprintln!("round {}: candidate {candidate} {}", round.round, verdict.describe());
+        }
+    })?;
     println!("{}", footer(&report));
     if let Some(path) = &args.svg {
         let title = format!("{}: the distillation loop", report.plugin);
@@ -230,7 +243,7 @@ fn line(r: &Round) -> String {
     let gate = match r.verdict {
         None => "-".to_string(),
         Some(edgecascade::gate::Verdict::Promote) => "promoted".into(),
-        Some(edgecascade::gate::Verdict::Refuse { .. }) => "refused".into(),
+        Some(_) => "refused".into(),
     };
     format!(
         "{:>5} {:>7} {:>10} {:>9} │ {:<14} {:>5.2} {:>10.0} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>7}",

@@ -63,20 +63,31 @@ def calibrate(conf, local_ok, teacher_ok, target, stable=False):
     return float(t), float(teacher_ok.mean())
 
 
-def calibrate_lcb(conf, local_ok, teacher_ok, factor, q=0.1, B=1000, seed=0):
+def calibrate_lcb(conf, local_ok, teacher_ok, factor, q=0.1, B=1000, seed=0, stable=False):
     """Lowest t whose paired-bootstrap q-quantile of [cascade accuracy - factor x teacher accuracy]
-    on check is >= 0 (i.e. the target holds with probability >= 1 - q over resamples of check)."""
+    on check is >= 0 (i.e. the target holds with probability >= 1 - q over resamples of check).
+    stable: fixed-sequence testing; scan from the highest t down and stop at the first t that fails,
+    so a low t that passes by luck below a failing one is never taken.
+    Returns (t, cascade accuracy at t, local share at t)."""
     conf = np.asarray(conf, np.float32)
     n = len(conf)
     idx = np.random.default_rng(seed).integers(0, n, (B, n))
-    for t in np.unique(np.concatenate([conf, np.float32([0.0, 1.0])])):
+    cands = np.unique(np.concatenate([conf, np.float32([0.0, 1.0])]))
+    best = None
+    for t in (cands[::-1] if stable else cands):
         loc = conf >= t
         v = np.where(loc, local_ok, teacher_ok).astype(np.float64)
         d = v - factor * teacher_ok
         if np.quantile(d[idx].mean(1), q) >= -1e-12:
-            return float(t), float(v.mean())
+            best = (float(t), float(v.mean()), float(loc.mean()))
+            if not stable:
+                return best
+        elif stable:
+            break
+    if best:
+        return best
     t = np.float32(np.nextafter(np.float32(1.0), np.float32(2.0)))
-    return float(t), float(teacher_ok.mean())
+    return float(t), float(teacher_ok.mean()), 0.0
 
 
 def cascade(conf, local_ok, teacher_ok, t):
@@ -124,6 +135,12 @@ def main(argv=None):
     ap.add_argument("--lcb", type=float, default=0.0,
                     help="calibrate with a paired bootstrap on check: the target must hold at this "
                          "lower quantile (e.g. 0.1); 0 = the plain rule")
+    ap.add_argument("--lcb-rule", default="lowest", choices=("lowest", "stable"),
+                    help="with --lcb: the lowest passing t, or fixed-sequence from the top (stable)")
+    ap.add_argument("--gate", default="accuracy", choices=("accuracy", "cost", "either"),
+                    help="accuracy: promote when check cascade accuracy >= live's; cost: promote when the "
+                         "candidate met the calibration target and serves >= live's check share locally; "
+                         "either: promote when one of the two holds")
     ap.add_argument("--loop-dir", type=Path, help="default models/data/<task>/loop")
     ap.add_argument("--set", action="append", default=[], help="LoopCfg override key=value")
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -192,10 +209,11 @@ def main(argv=None):
     def calib(P):
         ok = P.argmax(1) == y["check"]
         if a.lcb:
-            return calibrate_lcb(P.max(1), ok, t_ok["check"], factor, q=a.lcb)
-        return calibrate(P.max(1), ok, t_ok["check"], factor * t_acc["check"], a.rule == "stable")
+            return calibrate_lcb(P.max(1), ok, t_ok["check"], factor, q=a.lcb, stable=a.lcb_rule == "stable")
+        t, acc = calibrate(P.max(1), ok, t_ok["check"], factor * t_acc["check"], a.rule == "stable")
+        return t, acc, cascade(P.max(1), ok, t_ok["check"], t)[1]
 
-    live["t"], live["check_acc"] = calib(lc)
+    live["t"], live["check_acc"], live["check_share"] = calib(lc)
     rows, logs, cum = [], [], len(check)
     retrain_s = [res["seconds"]]
 
@@ -271,13 +289,22 @@ def main(argv=None):
         retrain_s.append(res["seconds"])
         P = evaluate(model, feats)
         pc = P["check"]
-        t_c, acc_c = calib(pc)
-        promoted = acc_c >= live["check_acc"]
-        cand = {"threshold": t_c, "check_cascade": acc_c, "examples": res["examples"],
+        t_c, acc_c, share_c = calib(pc)
+        cheaper = share_c > live["check_share"] and t_c <= 1.0  # t > 1: the calibration found nothing
+        if a.gate == "either":
+            promoted = acc_c >= live["check_acc"] or cheaper
+        elif a.gate == "cost":
+            # The calibration already held the accuracy target (a failure escalates everything, share 0).
+            promoted = share_c > live["check_share"] or (share_c == live["check_share"]
+                                                         and acc_c >= live["check_acc"])
+        else:
+            promoted = acc_c >= live["check_acc"]
+        cand = {"threshold": t_c, "check_cascade": acc_c, "check_share": share_c, "examples": res["examples"],
                 "holdout_accuracy": res["holdout_accuracy"], "seconds": res["seconds"],
                 "test_small_acc": float((P["test"].argmax(1) == y["test"]).mean())}
         if promoted:
-            live = {"model": model, "feats": feats, "P": P, "round": r, "t": t_c, "check_acc": acc_c}
+            live = {"model": model, "feats": feats, "P": P, "round": r, "t": t_c, "check_acc": acc_c,
+                    "check_share": share_c}
         row(r, served, promoted, cand)
 
     P = live["P"]

@@ -111,11 +111,11 @@ impl Project {
             .env_remove("RUSTFLAGS")
             .args(["build", "--release", "--target", "wasm32-wasip1"]))?;
         step("building the host (release)");
-        let args: &[&str] = match host {
-            HostBuild::Binary => &["build", "--release", "-p", "edgecascade"],
-            HostBuild::WithTests => &["test", "--release", "--workspace", "--no-run"],
-        };
-        run(Command::new("cargo").current_dir(&self.root).args(args))?;
+        // Always with the tests' feature set: `cargo build -p edgecascade` unifies features
+        // differently, so `demo` after `test` (or the other way round) recompiled wasmtime,
+        // Cranelift and tract, about 30 minutes on 2 cores. Building the test binaries as well
+        // costs a few minutes once.
+        run(Command::new("cargo").current_dir(&self.root).args(["test", "--release", "--workspace", "--no-run"]))?;
         if let HostBuild::WithTests = host {
             // `cargo test` builds a cdylib only as a test harness; the C API test links the real one.
             run(Command::new("cargo").current_dir(&self.root).args(["build", "--release", "-p", "edgecascade-capi"]))?;
@@ -654,9 +654,9 @@ impl Project {
 /// How `plugins` builds the host whose `pack` it uses.
 #[derive(Clone, Copy)]
 enum HostBuild {
-    /// Just the binary.
+    /// The binary (built as `cargo test` builds it, see `plugins`).
     Binary,
-    /// Everything `cargo test` needs (the binary included), with the tests' features.
+    /// Everything `cargo test` needs: the binary, the test binaries and the C library.
     WithTests,
 }
 

@@ -11,23 +11,11 @@ use edgecascade::{CascadeConfig, Local, Metrics, Mode, Reason, Router, Source};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// News text that mixes topics, so the small model is not sure of it.
-const AMBIGUOUS: &str = "The minister met company bosses to discuss a new digital tax on film studios";
-
 fn client(url: &str, policy: RetryPolicy) -> Arc<Resilient<OpenAi>> {
     let mut config = HttpConfig::new(url, "EDGECASCADE_TEST_NO_KEY");
     config.read_timeout = Duration::from_millis(800);
     config.connect_timeout = Duration::from_millis(300);
     Arc::new(Resilient::new(OpenAi::new(config), policy))
-}
-
-fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        attempts: 2,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(1500),
-        ..Default::default()
-    }
 }
 
 /// The edge router: news-topic, escalating everything below `threshold`.
@@ -111,72 +99,6 @@ fn an_input_beyond_the_tier_too_is_a_422_and_not_retried() {
     let failure = reply.cloud_error.unwrap();
     assert_eq!(failure.kind, "client_error");
     assert!(failure.message.contains("HTTP 422"), "{}", failure.message);
-}
-
-/// Each fault: a local-fallback answer, marked degraded, in bounded time, counted in metrics.
-fn fault(behaviour: Behaviour, kind: &str) {
-    assert_low_confidence_locally();
-    let fake = FakeCloud::start(behaviour.clone());
-    let (router, metrics) = edge(Some(client(&fake.url, fast_policy())), 1.0, |c| c.cache_entries = 0);
-    let started = Instant::now();
-    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
-    let took = started.elapsed();
-    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true), "{behaviour:?}: {reply:?}");
-    assert!(reply.answer.as_ref().and_then(|a| a.label.as_ref()).is_some(), "the local answer stands in");
-    assert_eq!(reply.cloud_error.as_ref().map(|e| e.kind), Some(kind), "{behaviour:?}: {reply:?}");
-    assert!(took < Duration::from_millis(2600), "{behaviour:?} took {took:?}, past the 2 s deadline");
-    let text = metrics.render();
-    let line = format!("edgecascade_cloud_errors_total{{plugin=\"news-topic\",kind=\"{kind}\"}} 1");
-    assert!(text.contains(&line), "{behaviour:?}: no {line} in\n{text}");
-    assert!(text.contains("edgecascade_degraded_total{plugin=\"news-topic\"} 1"), "{text}");
-}
-
-#[test]
-fn fault_timeout() {
-    fault(Behaviour::Hang(Duration::from_secs(30)), "timeout");
-}
-
-#[test]
-fn fault_http_500() {
-    fault(Behaviour::Status(500, None), "server_error");
-}
-
-#[test]
-fn fault_429_with_retry_after_is_retried_after_the_wait() {
-    let fake = FakeCloud::start(Behaviour::Status(429, Some(1)));
-    let (router, _) = edge(Some(client(&fake.url, fast_policy())), 1.0, |c| c.cache_entries = 0);
-    let started = Instant::now();
-    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
-    assert_eq!(fake.hits(), 2, "retried once");
-    assert!(started.elapsed() >= Duration::from_millis(950), "waited for Retry-After: {:?}", started.elapsed());
-    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("rate_limited"));
-    fault(Behaviour::Status(429, Some(1)), "rate_limited");
-}
-
-#[test]
-fn fault_garbage_json() {
-    fault(Behaviour::Garbage("{\"choices\": [oops".into()), "bad_reply");
-}
-
-#[test]
-fn fault_refused_connection() {
-    assert_low_confidence_locally();
-    let (router, metrics) = edge(Some(client(&refused_url(), fast_policy())), 1.0, |_| {});
-    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
-    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true));
-    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("connect"));
-    assert!(metrics.render().contains("kind=\"connect\"} 1"));
-}
-
-#[test]
-fn fault_slow_body() {
-    fault(Behaviour::Drip(Duration::from_millis(50)), "timeout");
-}
-
-#[test]
-fn fault_an_unparseable_answer_is_degraded_too() {
-    // Valid HTTP and JSON, but the content names no label.
-    fault(Behaviour::Reply("I would rather not say".into()), "bad_reply");
 }
 
 #[test]
@@ -434,21 +356,6 @@ fn the_serve_binary_starts_answers_and_stops_cleanly() {
 }
 
 #[test]
-fn fault_a_huge_body_is_capped() {
-    fault(Behaviour::Huge(4 << 20), "bad_reply");
-}
-
-#[test]
-fn fault_invalid_utf8() {
-    fault(Behaviour::BadUtf8, "bad_reply");
-}
-
-#[test]
-fn fault_the_wrong_content_type() {
-    fault(Behaviour::WrongType, "bad_reply");
-}
-
-#[test]
 fn fault_a_redirect_loop_is_not_followed() {
     let fake = FakeCloud::start(Behaviour::Redirect);
     let (router, _) = edge(Some(client(&fake.url, fast_policy())), 1.0, |c| c.cache_entries = 0);
@@ -477,6 +384,7 @@ fn call_once(config: HttpConfig) -> Result<edgecascade::cloud::ChatReply, CloudE
         model: "news-topic-large".into(),
         messages: vec![edgecascade::ChatMessage { role: edgecascade::Role::User, content: AMBIGUOUS.into() }],
         max_tokens: 8,
+        ..Default::default()
     };
     OpenAi::new(config).complete(&request, Instant::now() + Duration::from_secs(5))
 }

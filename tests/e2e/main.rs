@@ -9,12 +9,14 @@ mod servers;
 mod support;
 
 mod aot;
+mod bedrock;
 mod cache;
 mod capi;
 mod cascade;
 mod cli;
 mod distill;
 mod edge;
+mod faults;
 mod hostile;
 mod models;
 mod packages;

@@ -595,6 +595,7 @@ fn cloud_replies_over_http_are_answers_or_typed_errors() {
         model: "m".into(),
         messages: vec![edgecascade::ChatMessage { role: edgecascade::Role::User, content: "Shares rose".into() }],
         max_tokens: 8,
+        ..Default::default()
     };
     let tally = Tally::default();
     fuzz("openai_http_replies", 256, cloud_reply(), |reply| {

@@ -12,6 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// News text that mixes topics, so the small model is not sure of it.
+pub const AMBIGUOUS: &str = "The minister met company bosses to discuss a new digital tax on film studios";
+
+/// Retries quick enough for tests: two attempts, short backoff.
+pub fn fast_policy() -> edgecascade::cloud::RetryPolicy {
+    edgecascade::cloud::RetryPolicy {
+        attempts: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(1500),
+        ..Default::default()
+    }
+}
+
 /// Starts the real HTTP app for `state` on a free port; returns its base URL (`…/v1`).
 pub fn start_app(state: AppState) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -73,6 +86,61 @@ pub enum Behaviour {
     BadUtf8,
     /// These exact bytes as the whole response, then close.
     Raw(Vec<u8>),
+    /// Headers promising a body, then nothing for this long.
+    HeadersThenHang(Duration),
+    /// 200, chunked, and chunks without end (until the client hangs up).
+    EndlessChunked,
+    /// Headers and half the body, then a TCP reset.
+    ResetMidBody,
+    /// The API's own error shape: this status and this error name (Bedrock's
+    /// `ThrottlingException` in `x-amzn-ErrorType`, Anthropic's `overloaded_error`
+    /// in `error.type`, OpenAI's `error.type`).
+    ApiError(u16, &'static str),
+}
+
+/// Which API a [`FakeCloud`] imitates: the shape of its replies and errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    OpenAi,
+    Anthropic,
+    Bedrock,
+}
+
+impl Shape {
+    /// A successful reply whose text is `content`.
+    pub fn reply(self, content: &str) -> String {
+        let body = match self {
+            Shape::OpenAi => return completion(content),
+            Shape::Anthropic => serde_json::json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                "content": [{"type": "text", "text": content}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": 12, "output_tokens": 1}
+            }),
+            Shape::Bedrock => serde_json::json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": content}]}},
+                "stopReason": "end_turn", "usage": {"inputTokens": 12, "outputTokens": 1, "totalTokens": 13}
+            }),
+        };
+        body.to_string()
+    }
+
+    /// Extra headers and the body of the API's own error `name`.
+    fn error(self, name: &str) -> (String, String) {
+        match self {
+            Shape::OpenAi => (
+                String::new(),
+                serde_json::json!({"error": {"message": "failed", "type": name, "code": name}}).to_string(),
+            ),
+            Shape::Anthropic => (
+                String::new(),
+                serde_json::json!({"type": "error", "error": {"type": name, "message": "failed"}}).to_string(),
+            ),
+            Shape::Bedrock => (
+                format!("x-amzn-ErrorType: {name}:http://internal.amazon.com/coral/com.amazon.bedrock/\r\n"),
+                serde_json::json!({"message": "failed"}).to_string(),
+            ),
+        }
+    }
 }
 
 /// A raw HTTP/1.1 server on 127.0.0.1 that records requests and answers as told.
@@ -85,7 +153,13 @@ pub struct FakeCloud {
 }
 
 impl FakeCloud {
+    /// An OpenAI-compatible server.
     pub fn start(behaviour: Behaviour) -> FakeCloud {
+        FakeCloud::start_shaped(Shape::OpenAi, behaviour)
+    }
+
+    /// A server that speaks `shape` when it answers well (and in [`Behaviour::ApiError`]).
+    pub fn start_shaped(shape: Shape, behaviour: Behaviour) -> FakeCloud {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let behaviour = Arc::new(Mutex::new(behaviour));
@@ -96,7 +170,7 @@ impl FakeCloud {
             for stream in listener.incoming().flatten() {
                 let (b, r, h) = (b.clone(), r.clone(), h.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_one(stream, &b, &r, &h, addr);
+                    let _ = serve_one(stream, shape, &b, &r, &h, addr);
                 });
             }
         });
@@ -124,6 +198,7 @@ pub fn completion(content: &str) -> String {
 
 fn serve_one(
     mut stream: TcpStream,
+    shape: Shape,
     behaviour: &Mutex<Behaviour>,
     requests: &Mutex<Vec<String>>,
     hits: &AtomicUsize,
@@ -161,7 +236,7 @@ fn serve_one(
     let behaviour = behaviour.lock().unwrap().clone();
     match behaviour {
         Behaviour::Reply(content) => {
-            respond(&mut stream, "200 OK", "", "application/json", completion(&content).as_bytes())
+            respond(&mut stream, "200 OK", "", "application/json", shape.reply(&content).as_bytes())
         }
         Behaviour::Hang(d) => {
             std::thread::sleep(d);
@@ -179,7 +254,7 @@ fn serve_one(
         }
         Behaviour::Garbage(text) => respond(&mut stream, "200 OK", "", "application/json", text.as_bytes()),
         Behaviour::Drip(pause) => {
-            let body = completion("business");
+            let body = shape.reply("business");
             write!(
                 stream,
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -209,6 +284,39 @@ fn serve_one(
         Behaviour::WrongType => respond(&mut stream, "200 OK", "", "text/html", b"<html>login</html>"),
         Behaviour::BadUtf8 => respond(&mut stream, "200 OK", "", "application/json", &[b'{', 0xff, 0xfe, b'}']),
         Behaviour::Raw(bytes) => stream.write_all(&bytes),
+        Behaviour::HeadersThenHang(d) => {
+            write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n")?;
+            stream.flush()?;
+            std::thread::sleep(d);
+            Ok(())
+        }
+        Behaviour::EndlessChunked => {
+            write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")?;
+            write!(stream, "1\r\n[\r\n")?;
+            let chunk = format!("{:x}\r\n{}\r\n", 4096, " ".repeat(4096));
+            loop {
+                stream.write_all(chunk.as_bytes())?;
+            }
+        }
+        Behaviour::ResetMidBody => {
+            let body = shape.reply("business");
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..body.len() / 2]
+            )?;
+            stream.flush()?;
+            std::thread::sleep(Duration::from_millis(50));
+            // SO_LINGER 0: closing sends a RST, not a FIN.
+            socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+            drop(stream);
+            Ok(())
+        }
+        Behaviour::ApiError(status, name) => {
+            let (extra, body) = shape.error(name);
+            respond(&mut stream, &format!("{status} Error"), &extra, "application/json", body.as_bytes())
+        }
     }
 }
 
@@ -230,10 +338,19 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `edgecascade serve --listen 127.0.0.1:0` with `args`, and waits until it listens.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> ServeProcess {
+        ServeProcess::start_with_env(args, &[])
+    }
+
+    /// [`ServeProcess::start`] with these environment variables set.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(
+        args: impl IntoIterator<Item = S>,
+        env: &[(&str, String)],
+    ) -> ServeProcess {
         let mut child = std::process::Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("EDGECASCADE_CACHE_DIR", cache_dir())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();

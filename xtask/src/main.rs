@@ -277,18 +277,27 @@ impl Project {
     }
 
     fn test(&self, rest: &[String]) -> Result<()> {
-        // One e2e test drives `serve` with the official OpenAI Python client.
-        let has_openai = Command::new("python3").args(["-c", "import openai"]).status();
-        if !matches!(has_openai, Ok(s) if s.success()) {
-            step("installing the official OpenAI Python client for the API compatibility test");
-            run(Command::new("python3").args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "openai>=1,<4",
-            ]))?;
+        // Real clients and reference implementations that e2e tests drive, from PyPI.
+        for (module, spec, why) in [
+            ("openai", "openai>=1,<4", "the official OpenAI Python client, for the API compatibility test"),
+            (
+                "botocore",
+                "botocore==1.43.11",
+                "AWS's reference SigV4 signer, which the Converse test server checks with",
+            ),
+        ] {
+            let have = Command::new("python3").args(["-c", &format!("import {module}")]).status();
+            if !matches!(have, Ok(s) if s.success()) {
+                step(&format!("installing {why}"));
+                run(Command::new("python3").args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    spec,
+                ]))?;
+            }
         }
         // The distillation-loop test runs the real trainer (models/pipeline/distill.py).
         self.ensure_python_tools()?;

@@ -1,6 +1,6 @@
 //! Flags shared by the commands that route: where the cloud is and how to escalate.
 
-use edgecascade::cloud::{Anthropic, CloudClient, OpenAi, Resilient, RetryPolicy};
+use edgecascade::cloud::{Anthropic, Bedrock, BedrockAuth, CloudClient, HttpConfig, OpenAi, Resilient, RetryPolicy};
 use edgecascade::router::{BudgetLimits, EscalationLog, Redactor};
 use edgecascade::{CascadeConfig, Metrics, Plugin, Router};
 use std::path::PathBuf;
@@ -14,17 +14,23 @@ pub enum Api {
     Openai,
     /// Anthropic Messages.
     Anthropic,
+    /// Amazon Bedrock Converse (Nova and every other Bedrock model). --cloud is the runtime
+    /// endpoint, e.g. https://bedrock-runtime.us-east-1.amazonaws.com; credentials come from
+    /// $AWS_BEARER_TOKEN_BEDROCK (an API key), else $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY,
+    /// $AWS_SESSION_TOKEN and $AWS_REGION (SigV4).
+    Bedrock,
 }
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct CascadeArgs {
     /// Base URL of the large model's API, e.g. http://127.0.0.1:8080/v1. Without it, nothing escalates.
-    /// The key comes from $OPENAI_API_KEY (or $EDGECASCADE_API_KEY), or $ANTHROPIC_API_KEY.
+    /// The key comes from $OPENAI_API_KEY (or $EDGECASCADE_API_KEY), $ANTHROPIC_API_KEY, or the AWS
+    /// variables (see --cloud-api bedrock).
     #[arg(long, value_name = "URL")]
     pub cloud: Option<String>,
 
     /// The API the cloud speaks.
-    #[arg(long, value_enum, default_value = "openai")]
+    #[arg(long, visible_alias = "api", value_enum, default_value = "openai")]
     pub cloud_api: Api,
 
     /// Model name to ask the cloud for [default: the manifest's policy.cloud_model, else the plugin's name].
@@ -89,10 +95,11 @@ pub struct CascadeArgs {
 
 impl CascadeArgs {
     /// The cloud client, wrapped with retries and a circuit breaker; `None` without --cloud.
-    pub fn client(&self) -> Option<Arc<dyn CloudClient>> {
-        let url = self.cloud.as_ref()?;
+    /// Fails when the API's credentials are incomplete (Bedrock's, for now).
+    pub fn client(&self) -> anyhow::Result<Option<Arc<dyn CloudClient>>> {
+        let Some(url) = self.cloud.as_ref() else { return Ok(None) };
         let policy = RetryPolicy { attempts: self.attempts.max(1), ..RetryPolicy::default() };
-        Some(match self.cloud_api {
+        Ok(Some(match self.cloud_api {
             Api::Openai => {
                 let mut c = OpenAi::with_url(url).config().clone();
                 c.read_timeout = self.cloud_timeout;
@@ -103,7 +110,15 @@ impl CascadeArgs {
                 c.read_timeout = self.cloud_timeout;
                 Arc::new(Resilient::new(Anthropic::new(c), policy))
             }
-        })
+            Api::Bedrock => {
+                // The credentials are BedrockAuth's; the config carries none.
+                let mut c = HttpConfig::new(url, "AWS_BEARER_TOKEN_BEDROCK");
+                c.api_key = None;
+                c.read_timeout = self.cloud_timeout;
+                let auth = BedrockAuth::from_env(url).map_err(|e| anyhow::anyhow!("--cloud-api bedrock: {e}"))?;
+                Arc::new(Resilient::new(Bedrock::new(c, auth), policy))
+            }
+        }))
     }
 
     /// The cascade settings for `plugin`: these flags over the manifest's defaults.

@@ -97,7 +97,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
-    let cloud = args.cascade.client().context("distill needs --cloud URL: the large model labels the escalations")?;
+    let cloud = args.cascade.client()?.context("distill needs --cloud URL: the large model labels the escalations")?;
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!((0.0..=1.5).contains(&args.calibrate_to), "--calibrate-to {} is outside 0..1.5", args.calibrate_to);
     anyhow::ensure!(

@@ -90,7 +90,7 @@ fn observe(global: &Global, common: &Common) -> anyhow::Result<(Vec<Observation>
     let name = plugin.name().to_string();
     let mut cascade = common.cascade.clone();
     cascade.cache_entries = 0;
-    let router = cascade.router(plugin, cascade.client(), edgecascade::Metrics::default())?;
+    let router = cascade.router(plugin, cascade.client()?, edgecascade::Metrics::default())?;
     let threshold = router.config().threshold;
     let bar = progress_bar(rows.len());
     let obs = eval::observe(&router, &rows, || bar.inc(1));

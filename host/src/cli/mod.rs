@@ -108,7 +108,11 @@ pub fn main() -> ExitCode {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGECASCADE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("edgecascade={level}")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("edgecascade={level}")))
+        // At trace level the HTTP client dumps the raw request bytes, credentials included: never
+        // below info, whatever EDGECASCADE_LOG asks for.
+        .add_directive("ureq=info".parse().expect("a valid directive"))
+        .add_directive("ureq_proto=info".parse().expect("a valid directive"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

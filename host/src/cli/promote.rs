@@ -62,7 +62,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     gate::check_pair(live_package.manifest(), candidate_package.manifest())?;
     let mut cascade = args.cascade.clone();
     cascade.cache_entries = 0;
-    let cloud = cascade.client();
+    let cloud = cascade.client()?;
     let metrics = edgecascade::Metrics::default();
     let live = cascade.router(super::load_with_progress(&runtime, live_package)?, cloud.clone(), metrics.clone())?;
     let candidate = cascade.router(super::load_with_progress(&runtime, candidate_package.clone())?, cloud, metrics)?;

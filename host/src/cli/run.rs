@@ -101,7 +101,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     };
     let package = runtime.verify(&package_dir)?;
     let plugin = super::load_with_progress(&runtime, package)?;
-    let router = args.cascade.router(plugin, args.cascade.client(), edgecascade::Metrics::default())?;
+    let router = args.cascade.router(plugin, args.cascade.client()?, edgecascade::Metrics::default())?;
     let mode = Mode::from(args.mode);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -57,7 +57,7 @@ pub struct Args {
 pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let runtime = global.runtime()?;
     let metrics = edgecascade::Metrics::default();
-    let cloud = args.cascade.client();
+    let cloud = args.cascade.client()?;
     let mut routers = Vec::new();
     for dir in &args.plugins {
         let package = runtime.verify(dir)?;

@@ -87,7 +87,7 @@ impl CloudClient for Anthropic {
             headers.push(("x-api-key", key.clone()));
         }
         let url = format!("{}/messages", self.config.base_url);
-        let reply = http::post_json(&self.agent, &self.config, &url, &headers, &body(request), deadline)?;
+        let reply = http::post_json(&self.agent, &self.config, &url, &headers, &body(request).to_string(), deadline)?;
         parse(&reply)
     }
 
@@ -110,6 +110,7 @@ mod tests {
                 ChatMessage { role: Role::User, content: "Rates rose".into() },
             ],
             max_tokens: 16,
+            ..Default::default()
         };
         let b = body(&request);
         assert_eq!(b["system"], "Classify.");

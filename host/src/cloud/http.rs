@@ -26,13 +26,14 @@ pub(crate) fn agent(config: &HttpConfig) -> ureq::Agent {
     builder.build().into()
 }
 
-/// POSTs `body` as JSON and returns the parsed JSON reply.
+/// POSTs `body` (JSON text: these exact bytes are sent, so a signature over
+/// them holds) and returns the parsed JSON reply.
 pub(crate) fn post_json(
     agent: &ureq::Agent,
     config: &HttpConfig,
     url: &str,
     headers: &[(&str, String)],
-    body: &serde_json::Value,
+    body: &str,
     deadline: Instant,
 ) -> Result<serde_json::Value, CloudError> {
     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -51,12 +52,14 @@ pub(crate) fn post_json(
     for (name, value) in headers {
         request = request.header(*name, value);
     }
-    let mut response = request.send(body.to_string()).map_err(|e| transport_error(e, budget))?;
+    let mut response = request.send(body).map_err(|e| transport_error(e, budget))?;
     let status = response.status().as_u16();
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_type = header("content-type").unwrap_or_default();
     let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
     let location = header("location");
+    // AWS names the error in a header (`ThrottlingException:http://…`); keep the name for the message.
+    let aws_error = header("x-amzn-errortype").map(|t| t.split(':').next().unwrap_or_default().to_string());
     let bytes = response
         .body_mut()
         .with_config()
@@ -68,7 +71,14 @@ pub(crate) fn post_json(
     }
     let text = String::from_utf8(bytes).map_err(|_| CloudError::BadReply("the body is not UTF-8".into()))?;
     if !(200..300).contains(&status) {
-        return Err(CloudError::Status { status, retry_after, body: clip(&text) });
+        let body = match aws_error {
+            Some(name) => format!("{name}: {}", clip(&text)),
+            None => clip(&text),
+        };
+        if status == 401 || status == 403 {
+            return Err(CloudError::Auth(format!("HTTP {status}: {body}")));
+        }
+        return Err(CloudError::Status { status, retry_after, body });
     }
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
         return Err(CloudError::BadReply(format!("content type {content_type:?}, expected application/json")));

@@ -88,7 +88,7 @@ mod tests {
 
     fn request(model: &str, text: &str) -> ChatRequest {
         let messages = vec![ChatMessage { role: Role::User, content: text.into() }];
-        ChatRequest { model: model.into(), messages, max_tokens: 4 }
+        ChatRequest { model: model.into(), messages, max_tokens: 4, ..Default::default() }
     }
 
     #[test]

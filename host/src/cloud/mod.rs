@@ -3,17 +3,23 @@
 //! A [`CloudClient`] takes chat messages (phrased by the plugin) and returns
 //! the reply's text and token usage. [`OpenAi`] speaks the OpenAI-compatible
 //! chat-completions API (and so talks to another edgecascade tier, see
-//! `edgecascade serve`); [`Anthropic`] speaks the Messages API.
+//! `edgecascade serve`); [`Anthropic`] speaks the Messages API; [`Bedrock`]
+//! speaks Amazon Bedrock's Converse API, signed with SigV4 or a Bedrock API key
+//! (feature `bedrock`, on by default).
 //! [`Resilient`] wraps any client with retries, backoff with jitter that
 //! honours `Retry-After`, and a circuit breaker.
 
 mod anthropic;
+#[cfg(feature = "bedrock")]
+mod bedrock;
 mod http;
 mod memo;
 mod openai;
 mod resilient;
 
 pub use anthropic::Anthropic;
+#[cfg(feature = "bedrock")]
+pub use bedrock::{Bedrock, BedrockAuth, BedrockConfigError};
 pub use memo::Memo;
 pub use openai::OpenAi;
 pub use resilient::{BreakerState, Resilient, RetryPolicy};
@@ -23,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// One request to a large model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ChatRequest {
     /// The model to ask.
     pub model: String,
@@ -31,6 +37,12 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     /// An upper bound on the reply's length.
     pub max_tokens: u32,
+    /// Facts about the request for the provider's own logs: the router sets
+    /// `plugin`, `plugin_version` and `reason`. Bedrock sends them as
+    /// `requestMetadata` (at most 16 pairs); the other APIs have no such field
+    /// and leave them out. Not part of the request's identity (see [`Memo`]).
+    #[serde(skip)]
+    pub metadata: Vec<(String, String)>,
 }
 
 /// Token counts of one call.
@@ -100,6 +112,12 @@ pub enum CloudError {
     /// Redirects are not followed: an API endpoint that redirects is misconfigured.
     #[error("redirect refused: {0}")]
     Redirect(String),
+    /// The credentials were refused (HTTP 401 or 403) or could not be used to sign.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The model declined this request: a guardrail or content filter intervened.
+    #[error("refused by the model: {0}")]
+    Refused(String),
 }
 
 impl CloudError {
@@ -109,6 +127,8 @@ impl CloudError {
             CloudError::Timeout(_) => "timeout",
             CloudError::Connect(_) => "connect",
             CloudError::Status { status: 429, .. } => "rate_limited",
+            CloudError::Auth(_) => "auth",
+            CloudError::Refused(_) => "refused",
             CloudError::Status { status, .. } if *status >= 500 => "server_error",
             CloudError::Status { .. } => "client_error",
             CloudError::BadReply(_) => "bad_reply",
@@ -137,6 +157,7 @@ impl CloudError {
             self,
             CloudError::BudgetExhausted(_)
                 | CloudError::CircuitOpen(_)
+                | CloudError::Refused(_)
                 | CloudError::Status { status: 400 | 413 | 415 | 422, .. }
         )
     }

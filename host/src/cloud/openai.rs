@@ -68,7 +68,7 @@ impl CloudClient for OpenAi {
             headers.push(("authorization", format!("Bearer {key}")));
         }
         let url = format!("{}/chat/completions", self.config.base_url);
-        let reply = http::post_json(&self.agent, &self.config, &url, &headers, &body, deadline)?;
+        let reply = http::post_json(&self.agent, &self.config, &url, &headers, &body.to_string(), deadline)?;
         parse(&reply)
     }
 

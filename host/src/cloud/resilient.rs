@@ -11,7 +11,8 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Backoff before the second attempt; doubles each time. Default 100 ms.
     pub base_delay: Duration,
-    /// Longest backoff (and longest `Retry-After` honoured). Default 2 s.
+    /// Longest backoff, and longest `Retry-After` waited for: a server that asks for longer is
+    /// not retried. Default 2 s.
     pub max_delay: Duration,
     /// Consecutive failed requests that open the circuit. Default 5.
     pub breaker_threshold: u32,
@@ -117,13 +118,16 @@ impl<C: CloudClient> Resilient<C> {
         }
     }
 
-    fn backoff(&self, attempt: u32, error: &CloudError) -> Duration {
+    /// How long to wait before the next attempt; `None` when the server asked
+    /// for a longer wait (`Retry-After`) than the policy allows: retrying sooner
+    /// than asked only earns another refusal.
+    fn backoff(&self, attempt: u32, error: &CloudError) -> Option<Duration> {
         if let CloudError::Status { retry_after: Some(wait), .. } = error {
-            return (*wait).min(self.policy.max_delay);
+            return (*wait <= self.policy.max_delay).then_some(*wait);
         }
         // Full jitter: uniform in [0, min(max, base * 2^attempt)].
         let ceiling = self.policy.base_delay.saturating_mul(1 << attempt.min(16)).min(self.policy.max_delay);
-        ceiling.mul_f64(fastrand::f64())
+        Some(ceiling.mul_f64(fastrand::f64()))
     }
 }
 
@@ -141,7 +145,7 @@ impl<C: CloudClient> CloudClient for Resilient<C> {
             if !error.retryable() || attempt >= self.policy.attempts {
                 break Err(error);
             }
-            let wait = self.backoff(attempt - 1, &error);
+            let Some(wait) = self.backoff(attempt - 1, &error) else { break Err(error) };
             if Instant::now() + wait >= deadline {
                 break Err(error);
             }
@@ -184,7 +188,7 @@ mod tests {
     }
 
     fn request() -> ChatRequest {
-        ChatRequest { model: "m".into(), messages: vec![], max_tokens: 1 }
+        ChatRequest { model: "m".into(), max_tokens: 1, ..Default::default() }
     }
 
     fn fast() -> RetryPolicy {

@@ -343,7 +343,7 @@ impl Router {
 
         // 2. The cloud, for whatever time is left.
         self.metrics.escalation(name, reply.reason.as_str());
-        let outcome = self.ask_cloud(input, deadline);
+        let outcome = self.ask_cloud(input, reply.reason.as_str(), deadline);
         reply.latency_ms.cloud = Some(outcome.latency);
         reply.tokens = outcome.tokens;
         reply.cached = outcome.cached;
@@ -375,8 +375,9 @@ impl Router {
         reply
     }
 
-    /// Redact, look in the cache, take from the budget, ask, parse.
-    fn ask_cloud(&self, input: &Input, deadline: Instant) -> CloudOutcome {
+    /// Redact, look in the cache, phrase the prompt, take from the budget, ask, parse.
+    /// The budget is taken last, just before the call: a prompt that fails spends nothing.
+    fn ask_cloud(&self, input: &Input, reason: &str, deadline: Instant) -> CloudOutcome {
         let started = Instant::now();
         let done = |answer, cached, tokens| CloudOutcome { answer, cached, tokens, latency: ms(started.elapsed()) };
         let fail = |e: CloudError| CloudFailure { kind: e.kind(), message: e.to_string() };
@@ -386,18 +387,23 @@ impl Router {
             self.metrics.cache_hit(self.plugin.name());
             return done(Ok(answer), true, None);
         }
-        if let Err(window) = self.budget.try_take() {
-            return done(Err(fail(CloudError::BudgetExhausted(window))), false, None);
-        }
-        self.publish_budget();
         let prompt = match self.plugin.prompt(&redacted) {
             Ok(p) => p,
             Err(e) => return done(Err(CloudFailure { kind: "prompt", message: e.to_string() }), false, None),
         };
+        if let Err(window) = self.budget.try_take() {
+            return done(Err(fail(CloudError::BudgetExhausted(window))), false, None);
+        }
+        self.publish_budget();
         let request = ChatRequest {
             model: self.config.cloud_model.clone(),
             messages: prompt.messages,
             max_tokens: prompt.max_tokens.unwrap_or(self.config.max_tokens),
+            metadata: vec![
+                ("plugin".into(), self.plugin.name().to_string()),
+                ("plugin_version".into(), self.plugin.version().to_string()),
+                ("reason".into(), reason.to_string()),
+            ],
         };
         let cloud = self.cloud.as_ref().expect("checked by the caller");
         let reply = match cloud.complete(&request, deadline) {
@@ -461,7 +467,7 @@ impl Router {
             return false;
         }
         let name = self.plugin.name();
-        match self.ask_cloud(input, deadline).answer {
+        match self.ask_cloud(input, AUDIT_REASON, deadline).answer {
             Ok(answer) => {
                 self.metrics.audit(name, answer.label == local.label);
                 self.write_log(input, &answer, AUDIT_REASON, Some(local));

@@ -264,3 +264,39 @@ fn a_device_escalates_through_a_gateway_tier_to_bedrock() {
     let request = converse.requests().pop().expect("the gateway escalated to Bedrock");
     assert_eq!((request["auth"].as_str(), request["model"].as_str()), (Some("ok"), Some("us.amazon.nova-pro-v1:0")));
 }
+
+/// The distillation loop with a Bedrock teacher: Converse returns no
+/// log-probabilities, so the loop learns from hard labels, and still runs its
+/// rounds. The Converse server's answers come from the real sentiment teacher.
+#[test]
+fn the_distillation_loop_learns_from_a_bedrock_teacher_with_hard_labels() {
+    let teacher = ServeProcess::start([std::ffi::OsString::from("--plugin"), plugin("sentiment-teacher").into()]);
+    let converse = Converse::start(&["--api-key", API_KEY, "--teacher", &format!("{}/v1", teacher.base)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = crate::distill::cold_start_command(tmp.path(), 1, 200);
+    cmd.args(["--api", "bedrock", "--cloud", &converse.url, "--cloud-model", "sentiment-teacher"]);
+    for var in AWS_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.env("AWS_BEARER_TOKEN_BEDROCK", API_KEY).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let json = &stdout[stdout.find("\n{").expect("the JSON report") + 1..];
+    let report: Value = serde_json::from_str(json).unwrap();
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "the cold start and one round: {json}");
+    let log: Vec<Value> = std::fs::read_to_string(tmp.path().join("work/logs/round-1.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!log.is_empty(), "round 1 escalated and logged");
+    assert_eq!(log.len() as u64, rounds[1]["served"]["logged"].as_u64().unwrap());
+    for record in &log {
+        assert_eq!(record["teacher"], "sentiment-teacher", "{record}");
+        assert_ne!(record["soft"], true, "Converse gives no logprobs, so no soft labels: {record}");
+        assert!(record["label"].is_string(), "{record}");
+    }
+    let requests = converse.requests();
+    assert!(requests.len() >= log.len() && requests.iter().all(|r| r["auth"] == "ok"));
+}

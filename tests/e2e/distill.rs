@@ -172,21 +172,23 @@ fn eval_and_the_router_make_the_same_decision_for_every_reason() {
     }
 }
 
-/// A CI-sized cold start: 300 gold tweets, 2 rounds over 800 stream requests.
-#[test]
-fn a_cold_start_loop_serves_more_locally_in_its_second_round() {
-    let tmp = tempfile::tempdir().unwrap();
-    let live = tmp.path().join("live/sentiment");
+/// `edgecascade distill` on a copy of the sentiment loop data: a cold start, then
+/// `rounds` rounds over the first `requests` stream rows, in `tmp`. The caller adds the cloud.
+pub fn cold_start_command(tmp: &Path, rounds: u32, requests: usize) -> std::process::Command {
+    let live = tmp.join("live/sentiment");
     copy_dir(&plugin("sentiment"), &live);
-    let stream = tmp.path().join("stream.jsonl");
+    let stream = tmp.join("stream.jsonl");
     let loop_dir = repo_root().join("models/data/sentiment/loop");
-    let rows: Vec<String> =
-        std::fs::read_to_string(loop_dir.join("stream.jsonl")).unwrap().lines().take(800).map(str::to_string).collect();
+    let rows: Vec<String> = std::fs::read_to_string(loop_dir.join("stream.jsonl"))
+        .unwrap()
+        .lines()
+        .take(requests)
+        .map(str::to_string)
+        .collect();
     std::fs::write(&stream, rows.join("\n") + "\n").unwrap();
-    let teacher = ServeProcess::start([std::ffi::OsString::from("--plugin"), plugin("sentiment-teacher").into()]);
     let trainer = format!("python3 {} --task sentiment", repo_root().join("models/pipeline/distill.py").display());
-    let out = std::process::Command::new(bin())
-        .arg("distill")
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("distill")
         .arg("--plugin")
         .arg(&live)
         .arg("--seed")
@@ -195,12 +197,22 @@ fn a_cold_start_loop_serves_more_locally_in_its_second_round() {
         .arg(loop_dir.join("check.jsonl"))
         .arg("--stream")
         .arg(&stream)
-        .args(["--rounds", "2", "--cold-start", "--json", "--trainer", &trainer])
-        .args(["--cloud", &format!("{}/v1", teacher.base), "--cloud-model", "sentiment-teacher"])
+        .args(["--rounds", &rounds.to_string(), "--cold-start", "--json", "--trainer", &trainer])
         .args(["--deadline", "60s", "--cloud-timeout", "60s"])
         .arg("--work")
-        .arg(tmp.path().join("work"))
-        .env("EDGECASCADE_CACHE_DIR", cache_dir())
+        .arg(tmp.join("work"))
+        .env("EDGECASCADE_CACHE_DIR", cache_dir());
+    cmd
+}
+
+/// A CI-sized cold start: 300 gold tweets, 2 rounds over 800 stream requests.
+#[test]
+fn a_cold_start_loop_serves_more_locally_in_its_second_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live/sentiment");
+    let teacher = ServeProcess::start([std::ffi::OsString::from("--plugin"), plugin("sentiment-teacher").into()]);
+    let out = cold_start_command(tmp.path(), 2, 800)
+        .args(["--cloud", &format!("{}/v1", teacher.base), "--cloud-model", "sentiment-teacher"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -7,7 +7,10 @@ request says it signed, at the time it says it was signed. Bearer tokens (Bedroc
 compared with --api-key. A request that fails the check gets 403 and an AWS-shaped error
 (`x-amzn-ErrorType`, `{"message": ...}`), as Bedrock does.
 
-The reply is a Converse reply whose text is --answer. Every request is logged as one JSON line
+The reply is a Converse reply whose text is --answer or, with --teacher URL, whatever the
+OpenAI-compatible server at URL answers to the same messages (an `edgecascade serve` tier with a
+teacher plugin, say), reduced to the label's word as a chat model on Bedrock would answer: a
+Bedrock-shaped teacher for the distillation loop. Every request is logged as one JSON line
 to --log: path, model, headers (as received) and body, so tests can check what was sent.
 
 Prints the port on stdout once listening.
@@ -20,6 +23,7 @@ import argparse
 import json
 import sys
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from botocore.auth import SigV4Auth
@@ -126,10 +130,30 @@ class Handler(BaseHTTPRequestHandler):
             assert request["inferenceConfig"]["maxTokens"] > 0, "inferenceConfig.maxTokens"
         except (ValueError, KeyError, TypeError, AssertionError) as e:
             return self.reply(400, {"message": f"malformed request: {e}"}, "ValidationException")
+        answer = cfg.answer
+        if cfg.teacher:
+            messages = [{"role": "system", "content": b["text"]} for b in request.get("system", [])]
+            messages += [{"role": m["role"], "content": "".join(c.get("text", "") for c in m["content"])}
+                         for m in request["messages"]]
+            ask = json.dumps({"model": record["model"], "messages": messages,
+                              "max_tokens": request["inferenceConfig"]["maxTokens"]}).encode()
+            req = urllib.request.Request(cfg.teacher + "/chat/completions", data=ask,
+                                         headers={"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    answer = json.load(r)["choices"][0]["message"]["content"]
+                # An edgecascade tier answers with its label's scores in JSON; a model on Bedrock
+                # answers with words. Keep only the label, as Nova would give it.
+                try:
+                    answer = json.loads(answer)["label"]
+                except (ValueError, KeyError, TypeError):
+                    pass
+            except Exception as e:  # the teacher's failure is Bedrock's: a 500, as AWS would send
+                return self.reply(500, {"message": f"teacher failed: {e}"}, "InternalServerException")
         self.reply(
             200,
             {
-                "output": {"message": {"role": "assistant", "content": [{"text": cfg.answer}]}},
+                "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
                 "stopReason": "end_turn",
                 "usage": {"inputTokens": 31, "outputTokens": 2, "totalTokens": 33},
                 "metrics": {"latencyMs": 120},
@@ -144,7 +168,8 @@ def main():
     parser.add_argument("--session-token", default=None)
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--api-key", default="", help="the Bedrock API key accepted as a bearer token")
-    parser.add_argument("--answer", required=True, help="the text of every reply")
+    parser.add_argument("--answer", default="", help="the text of every reply")
+    parser.add_argument("--teacher", default="", help="answer with this OpenAI-compatible server (…/v1) instead")
     parser.add_argument("--log", required=True, help="append each request here as a JSON line")
     cfg = parser.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

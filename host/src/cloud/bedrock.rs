@@ -132,6 +132,16 @@ fn region_of(endpoint: &str) -> Option<String> {
 /// `max_tokens` is a [`CloudError::Refused`]. A reply cut short by
 /// `max_tokens` is passed on: the plugin's reply parser decides whether a
 /// label is in it, as it does for the other APIs.
+///
+/// ```
+/// use edgecascade::cloud::{Bedrock, BedrockAuth, CloudClient, HttpConfig, Resilient, RetryPolicy};
+///
+/// let endpoint = "https://bedrock-runtime.us-east-1.amazonaws.com";
+/// // In production: BedrockAuth::from_env(endpoint)?, which reads the AWS_* variables.
+/// let auth = BedrockAuth::sigv4("AKIDEXAMPLE", "secret", None, "us-east-1");
+/// let nova = Resilient::new(Bedrock::new(HttpConfig::new(endpoint, "UNUSED"), auth), RetryPolicy::default());
+/// assert_eq!(nova.describe(), "bedrock converse at https://bedrock-runtime.us-east-1.amazonaws.com");
+/// ```
 pub struct Bedrock {
     config: HttpConfig,
     auth: BedrockAuth,

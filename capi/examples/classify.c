@@ -5,6 +5,11 @@
  *      -Wl,-rpath,target/release -o classify
  *   ./classify target/plugins/news-topic "Shares rose as the bank cut rates"
  *   ./classify target/plugins/news-topic --cloud http://127.0.0.1:8080/v1 "Qx"
+ *   ./classify device/news-topic --trust "$(cat release.key.pub)" "Rates rose"
+ *
+ * Options, before the texts: --cloud URL; --trust KEY (hex; repeatable: only
+ * packages and precompiled artifacts signed by one of the keys are trusted);
+ * --trust-native-code (run precompiled artifacts that no trusted key signed).
  *
  * Prints one line per text: label, confidence, source, reason.
  */
@@ -27,15 +32,31 @@ static const char *source_name(ec_source source) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <package-dir> [--cloud URL] <text>...\n", argv[0]);
+        fprintf(stderr, "usage: %s <package-dir> [--cloud URL] [--trust KEY]... [--trust-native-code] <text>...\n",
+                argv[0]);
         return 2;
     }
     const char *package = argv[1];
     const char *cloud = NULL;
+    const char *keys[8];
+    ec_runtime_options options = {0};
+    options.struct_size = sizeof options;
+    options.trusted_keys = keys;
     int first = 2;
-    if (argc > 4 && strcmp(argv[2], "--cloud") == 0) {
-        cloud = argv[3];
-        first = 4;
+    while (first < argc && strncmp(argv[first], "--", 2) == 0) {
+        if (strcmp(argv[first], "--trust-native-code") == 0) {
+            options.trust_native_code = true;
+            first += 1;
+        } else if (first + 1 < argc && strcmp(argv[first], "--cloud") == 0) {
+            cloud = argv[first + 1];
+            first += 2;
+        } else if (first + 1 < argc && strcmp(argv[first], "--trust") == 0 && options.trusted_keys_len < 8) {
+            keys[options.trusted_keys_len++] = argv[first + 1];
+            first += 2;
+        } else {
+            fprintf(stderr, "unknown or incomplete option %s\n", argv[first]);
+            return 2;
+        }
     }
 
     ec_runtime *runtime = NULL;
@@ -43,7 +64,7 @@ int main(int argc, char **argv) {
     ec_cascade *cascade = NULL;
     int exit_code = 0;
 
-    ec_status status = ec_runtime_new(NULL, &runtime);
+    ec_status status = ec_runtime_new_with(&options, &runtime);
     if (status == EC_STATUS_OK) {
         status = ec_plugin_load(runtime, package, &plugin);
     }

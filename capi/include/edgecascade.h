@@ -64,6 +64,37 @@ typedef struct ec_reply ec_reply;
 // The host runtime: an engine, its module cache and its epoch ticker. Create one per process.
 typedef struct ec_runtime ec_runtime;
 
+// Options for ec_runtime_new_with(). Set `struct_size` to
+// `sizeof(ec_runtime_options)` and zero the rest for the defaults:
+//
+// ```c
+// ec_runtime_options options = {0};
+// options.struct_size = sizeof options;
+// ```
+//
+// Later versions of the library add fields at the end and read only the
+// fields that fit in the `struct_size` the caller was compiled with, so a
+// program built against this header keeps working.
+typedef struct ec_runtime_options {
+  // `sizeof(ec_runtime_options)`, as the caller was compiled.
+  size_t struct_size;
+  // Where compiled plugins are cached; NULL uses the default
+  // ($EDGECASCADE_CACHE_DIR, else ~/.cache/edgecascade).
+  const char *cache_dir;
+  // `trusted_keys_len` ed25519 public keys, hex (as `edgecascade keygen`
+  // writes them to KEY.pub). With any, only packages signed by one of them
+  // load, and a precompiled artifact runs only if one of them signed it.
+  // NULL and 0: no keys, signatures not required.
+  const char *const *trusted_keys;
+  // The number of `trusted_keys`.
+  size_t trusted_keys_len;
+  // Trust the native code in these packages: run precompiled artifacts that
+  // no trusted key signed. Default false: such an artifact is passed over for
+  // the package's wasm, or refused (EC_STATUS_BAD_PLUGIN) by a library built
+  // without a compiler.
+  bool trust_native_code;
+} ec_runtime_options;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -75,13 +106,25 @@ const char *ec_last_error(void);
 // The library's version, such as "0.1.0". Static; do not free it.
 const char *ec_version(void);
 
-// Creates a runtime. `cache_dir` is where compiled plugins are cached; NULL
-// uses the default ($EDGECASCADE_CACHE_DIR, else ~/.cache/edgecascade).
+// Creates a runtime with the default options and this cache: `cache_dir` is
+// where compiled plugins are cached; NULL uses the default
+// ($EDGECASCADE_CACHE_DIR, else ~/.cache/edgecascade). No keys are trusted,
+// so precompiled artifacts are not run (ec_runtime_new_with() sets trust).
 // Free it with ec_runtime_free() after every plugin made from it.
 //
 // # Safety
 // `cache_dir` is NULL or a NUL-terminated string; `out` is writable.
 enum ec_status ec_runtime_new(const char *cache_dir, struct ec_runtime **out);
+
+// Creates a runtime with `options` (see ec_runtime_options). Free it with
+// ec_runtime_free() after every plugin made from it.
+//
+// # Safety
+// `options` points to an ec_runtime_options whose `struct_size` is set, whose
+// strings are NUL-terminated, and whose `trusted_keys` holds
+// `trusted_keys_len` of them; `out` is writable.
+enum ec_status ec_runtime_new_with(const struct ec_runtime_options *options,
+                                   struct ec_runtime **out);
 
 // Frees a runtime. NULL is ignored.
 //

@@ -91,6 +91,7 @@ fn status_of(error: &Error) -> EcStatus {
         | Error::Instantiate { .. }
         | Error::ModelRejected { .. }
         | Error::ArtifactMismatch { .. }
+        | Error::UntrustedNativeCode { .. }
         | Error::Snapshot { .. } => EcStatus::BadPlugin,
         e if e.is_guest_fault() => EcStatus::GuestFault,
         Error::Guest { .. } => EcStatus::GuestFault,
@@ -173,8 +174,10 @@ pub extern "C" fn ec_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// Creates a runtime. `cache_dir` is where compiled plugins are cached; NULL
-/// uses the default ($EDGECASCADE_CACHE_DIR, else ~/.cache/edgecascade).
+/// Creates a runtime with the default options and this cache: `cache_dir` is
+/// where compiled plugins are cached; NULL uses the default
+/// ($EDGECASCADE_CACHE_DIR, else ~/.cache/edgecascade). No keys are trusted,
+/// so precompiled artifacts are not run (ec_runtime_new_with() sets trust).
 /// Free it with ec_runtime_free() after every plugin made from it.
 ///
 /// # Safety
@@ -187,6 +190,82 @@ pub unsafe extern "C" fn ec_runtime_new(cache_dir: *const c_char, out: *mut *mut
             // SAFETY: non-null, and the caller passes a NUL-terminated string.
             config.cache_dir = Some(PathBuf::from(unsafe { text(cache_dir, "cache_dir") }?));
         }
+        let runtime = Runtime::new(config).map_err(lib_err)?;
+        // SAFETY: the caller passes a writable `out`.
+        unsafe { give(out, EcRuntime(runtime)) }
+    })
+}
+
+/// Options for ec_runtime_new_with(). Set `struct_size` to
+/// `sizeof(ec_runtime_options)` and zero the rest for the defaults:
+///
+/// ```c
+/// ec_runtime_options options = {0};
+/// options.struct_size = sizeof options;
+/// ```
+///
+/// Later versions of the library add fields at the end and read only the
+/// fields that fit in the `struct_size` the caller was compiled with, so a
+/// program built against this header keeps working.
+#[repr(C)]
+pub struct EcRuntimeOptions {
+    /// `sizeof(ec_runtime_options)`, as the caller was compiled.
+    pub struct_size: usize,
+    /// Where compiled plugins are cached; NULL uses the default
+    /// ($EDGECASCADE_CACHE_DIR, else ~/.cache/edgecascade).
+    pub cache_dir: *const c_char,
+    /// `trusted_keys_len` ed25519 public keys, hex (as `edgecascade keygen`
+    /// writes them to KEY.pub). With any, only packages signed by one of them
+    /// load, and a precompiled artifact runs only if one of them signed it.
+    /// NULL and 0: no keys, signatures not required.
+    pub trusted_keys: *const *const c_char,
+    /// The number of `trusted_keys`.
+    pub trusted_keys_len: usize,
+    /// Trust the native code in these packages: run precompiled artifacts that
+    /// no trusted key signed. Default false: such an artifact is passed over for
+    /// the package's wasm, or refused (EC_STATUS_BAD_PLUGIN) by a library built
+    /// without a compiler.
+    pub trust_native_code: bool,
+}
+
+/// Creates a runtime with `options` (see ec_runtime_options). Free it with
+/// ec_runtime_free() after every plugin made from it.
+///
+/// # Safety
+/// `options` points to an ec_runtime_options whose `struct_size` is set, whose
+/// strings are NUL-terminated, and whose `trusted_keys` holds
+/// `trusted_keys_len` of them; `out` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ec_runtime_new_with(options: *const EcRuntimeOptions, out: *mut *mut EcRuntime) -> EcStatus {
+    guard(|| {
+        // SAFETY: the caller's contract: null or a valid options struct.
+        let options = unsafe { handle(options, "options") }?;
+        if options.struct_size < std::mem::size_of::<EcRuntimeOptions>() {
+            return Err(invalid(format!(
+                "options.struct_size is {}, and this library needs at least {} (set it to sizeof(ec_runtime_options))",
+                options.struct_size,
+                std::mem::size_of::<EcRuntimeOptions>()
+            )));
+        }
+        let mut config = RuntimeConfig::default();
+        if !options.cache_dir.is_null() {
+            // SAFETY: non-null, and the caller passes a NUL-terminated string.
+            config.cache_dir = Some(PathBuf::from(unsafe { text(options.cache_dir, "options.cache_dir") }?));
+        }
+        let mut keys = Vec::with_capacity(options.trusted_keys_len);
+        if options.trusted_keys_len > 0 {
+            if options.trusted_keys.is_null() {
+                return Err(invalid("options.trusted_keys is NULL but trusted_keys_len is not 0"));
+            }
+            // SAFETY: the caller passes `trusted_keys_len` string pointers.
+            let items = unsafe { std::slice::from_raw_parts(options.trusted_keys, options.trusted_keys_len) };
+            for (i, item) in items.iter().enumerate() {
+                // SAFETY: each is a NUL-terminated string (checked for NULL by `text`).
+                keys.push(unsafe { text(*item, &format!("options.trusted_keys[{i}]")) }?.trim().to_string());
+            }
+        }
+        config.trust = edgecascade::plugin::TrustPolicy::from_hex(keys).map_err(lib_err)?;
+        config.trust_native_code = options.trust_native_code;
         let runtime = Runtime::new(config).map_err(lib_err)?;
         // SAFETY: the caller passes a writable `out`.
         unsafe { give(out, EcRuntime(runtime)) }

@@ -183,6 +183,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// A precompiled artifact is native code that this host has no reason to
+    /// trust: it is not signed by a trusted key, and the embedder did not opt
+    /// in to the package's native code ([`crate::RuntimeConfig::trust_native_code`]).
+    /// A host with a compiler compiles the package's wasm instead and says so
+    /// in [`crate::LoadReport::cache_warning`]; a runtime-only host refuses.
+    #[error("precompiled artifact {path} is not trusted: {reason}")]
+    UntrustedNativeCode {
+        /// The artifact.
+        path: PathBuf,
+        /// Why not, and what would make it trusted.
+        reason: String,
+    },
+
+    /// Every instance of the plugin stayed busy until the request's deadline.
+    #[error("all {instances} instances of plugin {plugin} stayed busy for {waited:?}, the time the request had left")]
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// Its instance limit (`limits.instances`).
+        instances: usize,
+        /// How long the request waited for one.
+        waited: Duration,
+    },
+
     /// Pre-initializing a plugin (loading its models, then snapshotting the instance) failed.
     #[error("could not pre-initialize plugin {plugin}: {message}")]
     Snapshot {

@@ -56,7 +56,7 @@ fn answers(plugin: &Plugin, texts: &[String]) -> Vec<edgecascade::Local> {
 #[test]
 fn a_preinitialized_artifact_loads_without_compiling_and_answers_exactly_like_the_plain_plugin() {
     let p = precompiled();
-    let plugin = uncached(TrustPolicy::default()).load(&p.package).unwrap();
+    let plugin = uncached(TrustPolicy::from_hex([&p.public_key]).unwrap()).load(&p.package).unwrap();
     let report = plugin.load_report();
     assert_eq!(report.cache, CacheOutcome::Precompiled);
     assert!(report.preinitialized, "the artifact is a snapshot with the model loaded");
@@ -88,8 +88,11 @@ fn edited(tmp: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
     package
 }
 
+/// Why a host refuses the package's artifact. The host trusts native code, so
+/// nothing but the checks under test stands between the artifact and wasmtime.
 fn refusal(package: &Path) -> String {
-    match uncached(TrustPolicy::default()).load(package) {
+    let trusting = Runtime::new(RuntimeConfig { cache_dir: None, trust_native_code: true, ..Default::default() });
+    match trusting.unwrap().load(package) {
         Err(Error::ArtifactMismatch { reason, .. }) => reason,
         Err(other) => panic!("expected ArtifactMismatch, got {other}"),
         Ok(_) => panic!("a mismatched artifact was loaded"),
@@ -155,17 +158,44 @@ fn a_host_that_requires_signatures_requires_them_on_artifacts_too() {
     let plugin = uncached(trusted()).load(&p.package).expect("signed package, signed artifact");
     assert_eq!(plugin.load_report().cache, CacheOutcome::Precompiled);
 
+    // An artifact the trusted key did not sign is passed over for the wasm, and the report says why.
+    let passed_over = |package: &Path, why: &str| {
+        let plugin = uncached(trusted()).load(package).expect("the wasm still loads");
+        let report = plugin.load_report();
+        assert_ne!(report.cache, CacheOutcome::Precompiled, "{why}");
+        let warning = report.cache_warning.clone().unwrap_or_default();
+        assert!(warning.contains("is not trusted") && warning.contains(why), "{warning}");
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let unsigned = edited(tmp.path(), |a| rewrite(a, |h, _| h.signature = None));
-    assert!(matches!(uncached(trusted()).load(&unsigned), Err(Error::Unsigned { .. })));
-
+    passed_over(&edited(tmp.path(), |a| rewrite(a, |h, _| h.signature = None)), "unsigned");
     let tmp = tempfile::tempdir().unwrap();
-    let altered = edited(tmp.path(), |a| rewrite(a, |h, _| h.created_by = "someone else".into()));
-    assert!(matches!(uncached(trusted()).load(&altered), Err(Error::BadSignature { .. })));
+    passed_over(&edited(tmp.path(), |a| rewrite(a, |h, _| h.created_by = "someone else".into())), "bad signature");
 
     let (_, stranger) = edgecascade::plugin::keygen().unwrap();
     let foreign = TrustPolicy::from_hex([&p.public_key, &stranger]).unwrap();
     assert!(uncached(foreign).load(&p.package).is_ok(), "any listed key will do");
     let only_stranger = TrustPolicy::from_hex([stranger]).unwrap();
     assert!(matches!(uncached(only_stranger).load(&p.package), Err(Error::UntrustedKey { .. })));
+}
+
+#[test]
+fn a_default_host_does_not_run_unsigned_native_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let package = tmp.path().join("news-topic");
+    copy_dir(&plugin("news-topic"), &package);
+    forge_unsigned_artifact(&package);
+    // No trusted keys and no opt-in: the artifact is not touched, the wasm is compiled instead.
+    let plugin = uncached(TrustPolicy::default()).load(&package).expect("falls back to the wasm");
+    assert_eq!(plugin.load_report().cache, CacheOutcome::Uncached);
+    let warning = plugin.load_report().cache_warning.clone().unwrap();
+    assert!(warning.contains("trusts no signing keys") && warning.contains("--trust-native-code"), "{warning}");
+    assert!(matches!(plugin.infer(&text("Shares rose after the merger")), Ok(edgecascade::Local::Answered(_))));
+
+    // With the opt-in the host does deserialize it, which is how this test knows it would have.
+    let trusting = Runtime::new(RuntimeConfig { cache_dir: None, trust_native_code: true, ..Default::default() });
+    match trusting.unwrap().load(&package) {
+        Err(Error::ArtifactMismatch { reason, .. }) => assert!(reason.contains("wasmtime"), "{reason}"),
+        Err(other) => panic!("expected wasmtime's refusal, got {other}"),
+        Ok(_) => panic!("garbage deserialized"),
+    }
 }

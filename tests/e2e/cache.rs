@@ -60,3 +60,33 @@ fn an_unwritable_cache_does_not_stop_a_load() {
     assert!(p.load_report().cache_warning.is_some());
     assert_eq!(label(&p.infer(&text("ok")).unwrap()), "fine");
 }
+
+#[test]
+fn a_cache_that_others_could_write_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_at(cache.path());
+    // A tiny module, so that each recompile below takes milliseconds.
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = make_package(tmp.path(), wat_manifest(), &[("m.wasm", &wat_module(1, ""))]);
+    assert_eq!(rt.load(&pkg).unwrap().load_report().cache, CacheOutcome::Compiled);
+    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    let set_mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // A directory anyone may write to: whatever is in it could be anyone's machine code.
+    set_mode(cache.path(), 0o777);
+    let p = rt.load(&pkg).unwrap();
+    assert_ne!(p.load_report().cache, CacheOutcome::Hit);
+    let warning = p.load_report().cache_warning.clone().unwrap_or_default();
+    assert!(warning.contains("writable by group or others") && warning.contains("not loading"), "{warning}");
+    assert!(p.infer(&text("ok")).is_ok());
+    // The same for an entry others may write, in a private directory.
+    set_mode(cache.path(), 0o700);
+    set_mode(&entry, 0o666);
+    let warning = rt.load(&pkg).unwrap().load_report().cache_warning.clone().unwrap_or_default();
+    assert!(warning.contains("writable by group or others"), "{warning}");
+    // A private directory with a private entry (as the host writes them) is trusted again.
+    set_mode(&entry, 0o600);
+    assert_eq!(rt.load(&pkg).unwrap().load_report().cache, CacheOutcome::Hit);
+}

@@ -109,3 +109,33 @@ fn c_callers_get_a_status_and_a_message_naming_the_problem() {
     // EC_STATUS_BAD_PLUGIN = 4.
     assert!(stderr.starts_with("error 4: ") && stderr.contains("invalid wasm"), "{stderr}");
 }
+
+#[test]
+fn a_c_host_runs_native_code_only_when_signed_by_a_trusted_key_or_told_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = classify_program(tmp.path());
+    let package = tmp.path().join("news-topic");
+    copy_dir(&plugin("news-topic"), &package);
+    forge_unsigned_artifact(&package);
+    let package = package.to_str().unwrap();
+    let text = "The central bank raised interest rates as inflation rose";
+
+    // Default options: the unsigned artifact is passed over, and the wasm answers.
+    let out = classify(&exe, &[package, text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rows(&out)[0][0], "business");
+
+    // Opting in makes the library deserialize it, which fails on the forged body
+    // (EC_STATUS_BAD_PLUGIN = 4): so the default run above did not execute it.
+    let out = classify(&exe, &[package, "--trust-native-code", text]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error 4: ") && stderr.contains("wasmtime"), "{stderr}");
+
+    // A trusted key: the package must be signed by it (EC_STATUS_BAD_PACKAGE = 3 when not).
+    let (_, public) = edgecascade::plugin::keygen().unwrap();
+    let out = classify(&exe, &[package, "--trust", &public, text]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error 3: ") && stderr.contains("not signed"), "{stderr}");
+    let out = classify(&exe, &[package, "--trust", "not-a-key", text]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an ed25519 public key"));
+}

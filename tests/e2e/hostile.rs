@@ -179,3 +179,52 @@ fn twelve_hundred_faults_in_a_row_do_not_grow_the_host() {
     assert!(p.pool_stats().discarded >= 1300);
     assert!(growth < 16 << 20, "400 faults grew the host by {} MiB", growth >> 20);
 }
+
+/// Every instance stuck in an endless loop at once, and more requests than
+/// instances: each request still ends by its own deadline (well before the
+/// plugin's 5 s call deadline), answered or with a typed error.
+#[test]
+fn a_pool_of_stuck_instances_holds_no_request_past_its_deadline() {
+    use crate::servers::{AMBIGUOUS, Behaviour, FakeCloud, fast_policy};
+    use edgecascade::cloud::{HttpConfig, OpenAi, Resilient};
+    use edgecascade::{CascadeConfig, Metrics, Mode, Router};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = format!("{}\n[limits]\ndeadline = \"5s\"\ninstances = 2\n", wat_manifest());
+    let stuck = wat_module(1, "(loop (br 0)) (i64.const 0)");
+    let pkg = make_package(tmp.path(), &manifest, &[("m.wasm", &stuck)]);
+    let plugin = runtime().load(&pkg).unwrap();
+    let cloud = FakeCloud::start(Behaviour::Reply("business".into()));
+    let mut config = CascadeConfig::for_plugin(&plugin);
+    let deadline = Duration::from_millis(400);
+    config.deadline = deadline;
+    config.cache_entries = 0;
+    let client = Arc::new(Resilient::new(OpenAi::new(HttpConfig::new(&cloud.url, "NO_KEY")), fast_policy()));
+    let router = Router::new(plugin.clone(), Some(client), config, Metrics::default());
+    let replies: Vec<(Duration, edgecascade::Reply)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    let started = Instant::now();
+                    let reply = router.route(&text(AMBIGUOUS), Mode::Auto);
+                    (started.elapsed(), reply)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut busy = 0;
+    for (took, reply) in &replies {
+        assert!(
+            *took <= deadline + Duration::from_millis(300),
+            "took {took:?} with a {deadline:?} deadline: {reply:?}"
+        );
+        let local = reply.local_error.as_deref().expect("the local model cannot answer");
+        assert!(local.contains("deadline") || local.contains("busy"), "{local}");
+        busy += usize::from(local.contains("busy"));
+        assert!(reply.answer.is_some() || reply.cloud_error.is_some(), "answered or a typed cloud error: {reply:?}");
+    }
+    assert!(busy >= 1, "more requests than instances: some waited and gave up at the deadline");
+    assert!(plugin.pool_stats().busy >= busy as u64);
+}

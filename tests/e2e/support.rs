@@ -81,6 +81,28 @@ pub fn write_artifact(path: &Path, header: &edgecascade::engine::aot::ArtifactHe
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Writes an artifact for this host into the package at `dir` whose header fits
+/// the host and the package exactly, unsigned, and whose body is not machine
+/// code: deserializing it fails, so whether a host tried to run it shows.
+pub fn forge_unsigned_artifact(dir: &Path) {
+    use edgecascade::engine::{aot, cache, engine_fingerprint};
+    let package = runtime().verify(dir).unwrap();
+    let body = b"not machine code, and never to be run".to_vec();
+    let header = aot::ArtifactHeader {
+        plugin: package.manifest().plugin.name.clone(),
+        version: package.manifest().plugin.version.clone(),
+        target: aot::host_target().into(),
+        wasmtime: cache::wasmtime_version().into(),
+        engine: engine_fingerprint(),
+        package: package.digest(),
+        preinitialized: false,
+        module_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
+        created_by: "a test".into(),
+        signature: None,
+    };
+    write_artifact(&aot::artifact_path(dir, aot::host_target()), &header, &body);
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgecascade")
 }

@@ -315,11 +315,12 @@ impl Project {
                 "--features",
                 "text",
             ]))?;
-        let arm_host = self.edge()?;
+        let (arm_host, edge_key) = self.edge()?;
         step("host unit, end-to-end and doc tests");
         run(Command::new("cargo")
             .current_dir(&self.root)
             .env("EDGECASCADE_AARCH64_HOST", arm_host)
+            .env("EDGECASCADE_AARCH64_KEY", edge_key)
             .env("EDGECASCADE_PLUGINS", self.plugins_dir())
             .env("EDGECASCADE_CACHE_DIR", self.target.join("module-cache"))
             .args(["test", "--release", "--workspace"])
@@ -328,20 +329,27 @@ impl Project {
     }
 
     /// The edge path the tests check under qemu-user: the runtime-only host
-    /// cross-built for aarch64, and news-topic precompiled for it on this machine.
-    /// Returns the aarch64 binary.
-    fn edge(&self) -> Result<PathBuf> {
+    /// cross-built for aarch64, and news-topic precompiled for it on this
+    /// machine, signed with a release key made here (a device runs only native
+    /// code that a key it trusts signed). Returns the aarch64 binary and the
+    /// secret key (its public half beside it, `.pub`).
+    fn edge(&self) -> Result<(PathBuf, PathBuf)> {
         self.ensure_cross_tools()?;
         step(&format!("cross-building the runtime-only host (no Cranelift) for {ARM}"));
         run(Command::new("cargo").current_dir(&self.root).args(RUNTIME_ONLY).args(["--target", ARM]))?;
-        step(&format!("precompiling news-topic for {ARM} (a pre-initialized snapshot)"));
-        run(Command::new(self.binary()).args(["compile", "--target", ARM]).arg(self.plugins_dir().join("news-topic")))?;
-        Ok(self.target.join(ARM).join("release").join("edgecascade"))
+        let key = self.target.join("edge-release.key");
+        if !key.with_extension("key.pub").is_file() {
+            run(Command::new(self.binary()).args(["keygen", "--out"]).arg(&key))?;
+        }
+        step(&format!("precompiling news-topic for {ARM} (a pre-initialized snapshot, signed)"));
+        let news = self.plugins_dir().join("news-topic");
+        run(Command::new(self.binary()).args(["compile", "--target", ARM, "--key"]).arg(&key).arg(&news))?;
+        Ok((self.target.join(ARM).join("release").join("edgecascade"), key))
     }
 
     /// The README's footprint table: sizes, memory, and time to the first answer.
     fn footprint(&self) -> Result<()> {
-        let arm_host = self.edge()?;
+        let (arm_host, _) = self.edge()?;
         step("building the runtime-only host for this machine (its own target dir)");
         let runtime_only_dir = self.target.join("runtime-only");
         run(Command::new("cargo")
@@ -402,7 +410,8 @@ impl Project {
             let mut cmd = Command::new(self.binary());
             match cache {
                 Some(c) => cmd.env("EDGECASCADE_CACHE_DIR", c),
-                None => cmd.arg("--no-cache"),
+                // This run's own artifact, made above.
+                None => cmd.args(["--no-cache", "--trust-native-code"]),
             };
             let started = std::time::Instant::now();
             let out =

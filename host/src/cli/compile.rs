@@ -47,10 +47,15 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let target = args.target.as_deref().unwrap_or(edgecascade::engine::aot::host_target());
     for package in &args.packages {
         let artifact = edgecascade::engine::aot::artifact_path(package, target);
-        // Signing needs a fresh artifact; otherwise an identical one is kept.
-        if !args.force && options.key.is_none() {
+        // An identical artifact is kept: built for this package, target and host, and signed
+        // by the same key when one is given.
+        if !args.force {
             let verified = runtime.verify(package)?;
-            if edgecascade::engine::aot::is_current(&artifact, &verified, target, options.preinitialize) {
+            let signer = options.key.as_ref().map(|k| hex::encode(k.verifying_key().to_bytes()));
+            let same_signer =
+                edgecascade::engine::aot::read_header(&artifact).is_ok_and(|h| h.signature.map(|s| s.key) == signer);
+            if same_signer && edgecascade::engine::aot::is_current(&artifact, &verified, target, options.preinitialize)
+            {
                 eprintln!("{}: {} is up to date", package.display(), artifact.display());
                 continue;
             }

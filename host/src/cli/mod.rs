@@ -51,6 +51,13 @@ pub struct Global {
     #[arg(long, global = true, value_name = "KEY")]
     trust: Vec<String>,
 
+    /// Trust the native code in these packages: load precompiled artifacts that no --trust key
+    /// signed. They are machine code that runs outside the sandbox; without this flag an
+    /// unsigned artifact is passed over for the package's wasm (or refused by a host built
+    /// without a compiler).
+    #[arg(long, global = true)]
+    trust_native_code: bool,
+
     /// Log more to stderr: -v for load and cache events, -vv for debug.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -78,7 +85,12 @@ impl Global {
     fn runtime(&self) -> anyhow::Result<Runtime> {
         let defaults = RuntimeConfig::default();
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or(defaults.cache_dir) };
-        Ok(Runtime::new(RuntimeConfig { cache_dir, trust: self.trust_policy()?, ..defaults })?)
+        Ok(Runtime::new(RuntimeConfig {
+            cache_dir,
+            trust: self.trust_policy()?,
+            trust_native_code: self.trust_native_code,
+            ..defaults
+        })?)
     }
 
     /// The keys from --trust and $EDGECASCADE_TRUST: hex, or files holding hex.

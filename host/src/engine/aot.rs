@@ -14,8 +14,12 @@
 //! ```
 //!
 //! The header records the artifact's sha256, and an ed25519 signature over
-//! the header when the artifact was signed; a host with a trust policy
-//! requires that signature, just as it requires the package's.
+//! the header when the artifact was signed. The sha256 gives integrity, not
+//! authenticity, and an artifact runs outside the wasm sandbox, so a host
+//! loads one only when a key it trusts signed it, or when the embedder opted
+//! in to the package's native code (`RuntimeConfig::trust_native_code`,
+//! `--trust-native-code`); otherwise it compiles the wasm, or, without a
+//! compiler, refuses with `Error::UntrustedNativeCode`.
 
 use crate::plugin::manifest::Signature;
 use crate::plugin::{TrustPolicy, VerifiedPackage, sha256_hex};
@@ -107,7 +111,7 @@ pub fn read(path: &Path) -> Result<(ArtifactHeader, Vec<u8>)> {
 }
 
 /// Reads only an artifact's header, not the machine code behind it.
-fn read_header(path: &Path) -> Result<ArtifactHeader> {
+pub fn read_header(path: &Path) -> Result<ArtifactHeader> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut prefix = [0u8; MAGIC.len() + 4];
@@ -186,6 +190,7 @@ pub(crate) struct Expected<'a> {
     pub target: &'a str,
     pub engine: &'a str,
     pub trust: &'a TrustPolicy,
+    pub trust_native_code: bool,
 }
 
 /// Loads the artifact for this host's target from `package`, if there is one.
@@ -213,8 +218,12 @@ pub(crate) fn load(
         ("engine settings", header.engine.as_str(), expected.engine),
         ("plugin", header.plugin.as_str(), plugin.name.as_str()),
         ("plugin version", header.version.as_str(), plugin.version.as_str()),
-        ("package digest", header.package.as_str(), &package.digest()),
     ];
+    // Artifacts from before the exact-bytes digest carry the legacy one, which still names the same package.
+    let digest = package.digest();
+    let legacy = package.legacy_digest();
+    let package_digest = if header.package == legacy { legacy.as_str() } else { digest.as_str() };
+    let checks = checks.into_iter().chain([("package digest", header.package.as_str(), package_digest)]);
     for (what, found, wanted) in checks {
         if found != wanted {
             return Err(refuse(format!(
@@ -227,16 +236,35 @@ pub(crate) fn load(
     if sha256_hex(body) != header.module_sha256 {
         return Err(refuse("its machine code does not match its recorded sha256 (corrupt or altered)".into()));
     }
-    if expected.trust.requires_signature() {
-        let Some(sig) = &header.signature else {
-            return Err(Error::Unsigned { plugin: format!("{} (precompiled artifact)", plugin.name) });
-        };
-        expected.trust.verify(&plugin.name, sig, &header.signed_bytes(), "the precompiled artifact")?;
+    if !expected.trust_native_code {
+        let untrusted = |reason: String| Error::UntrustedNativeCode { path: path.clone(), reason };
+        match (&header.signature, expected.trust.requires_signature()) {
+            (_, false) => {
+                return Err(untrusted(
+                    "this host trusts no signing keys, so nothing vouches for this machine code; sign it \
+                     (`edgecascade compile --key KEY`) and start the host with --trust KEY.pub, or opt in \
+                     with --trust-native-code"
+                        .into(),
+                ));
+            }
+            (None, true) => {
+                return Err(untrusted(
+                    "it is unsigned, and this host only runs native code signed by a key it trusts \
+                     (`edgecascade compile --key KEY`)"
+                        .into(),
+                ));
+            }
+            (Some(sig), true) => expected
+                .trust
+                .verify(&plugin.name, sig, &header.signed_bytes(), "the precompiled artifact")
+                .map_err(|e| untrusted(e.to_string()))?,
+        }
     }
     // SAFETY: the body is byte-for-byte what `Engine::precompile_module` wrote
-    // (its sha256 is in the header, which is signed when the host requires
-    // signatures), for this target, wasmtime version and engine settings;
-    // wasmtime checks its own header, version and CPU features as well.
+    // (its sha256 is in the header, and the header is signed by a key the
+    // host trusts, unless the embedder chose to trust the package's native
+    // code), for this target, wasmtime version and engine settings; wasmtime
+    // checks its own header, version and CPU features as well.
     let module = unsafe { Module::deserialize(engine, body) }.map_err(|e| refuse(format!("wasmtime: {e:#}")))?;
     Ok(Some((module, header)))
 }

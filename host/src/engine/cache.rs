@@ -6,6 +6,13 @@
 //! carries its own sha256, because wasmtime trusts deserialized code
 //! completely: a corrupt entry is detected, deleted and rebuilt, never loaded.
 //!
+//! Entries are native code that the host wrote itself, so they are trusted
+//! only as long as no one else can have written them: on Unix the directory
+//! and each entry must belong to the user the host runs as and be writable by
+//! no one else. The host creates the directory with mode 0700; a directory
+//! that fails the check is not read (the module is compiled and the reason
+//! reported as a cache warning).
+//!
 //! A runtime-only host (no `compiler` feature) has nothing to cache: it loads
 //! only precompiled artifacts (`engine::aot`).
 #![cfg_attr(not(feature = "compiler"), allow(dead_code, unused_imports))]
@@ -86,6 +93,12 @@ impl ModuleCache {
     /// Loads a valid entry. `Ok(None)` when absent; a corrupt entry is removed and reported as `Err`.
     pub(crate) fn load(&self, engine: &Engine, wasm_sha256: &str) -> Result<Option<Module>> {
         let path = self.entry_path(engine, wasm_sha256);
+        if !path.exists() {
+            return Ok(None);
+        }
+        for checked in [&self.dir, &path] {
+            owned_privately(checked)?;
+        }
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -120,12 +133,49 @@ impl ModuleCache {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&Sha256::digest(&artifact));
         bytes.extend_from_slice(&artifact);
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::Cache(format!("creating {}: {e}", self.dir.display())))?;
+        create_private_dir(&self.dir).map_err(|e| Error::Cache(format!("creating {}: {e}", self.dir.display())))?;
         let path = self.entry_path(engine, wasm_sha256);
         crate::plugin::write_atomic(&path, &bytes).map_err(|e| Error::Cache(e.to_string()))?;
         Ok(path)
     }
+}
+
+/// Creates `dir` (and its parents) with mode 0700 on Unix.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Whether `path` can only have been written by the user this host runs as:
+/// owned by them, and not writable by group or others. Always true off Unix.
+fn owned_privately(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // Links are followed: what matters is who could have written the bytes read.
+        let meta = std::fs::metadata(path).map_err(|e| Error::Cache(format!("{}: {e}", path.display())))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let why = if meta.uid() != me {
+            Some(format!("it belongs to uid {}, and this host runs as uid {me}", meta.uid()))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!("it is writable by group or others (mode {:o})", meta.mode() & 0o7777))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::Cache(format!(
+                "not loading compiled code from {}: {why}, so another user could have written it",
+                path.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 #[cfg(feature = "compiler")]

@@ -24,7 +24,20 @@ pub struct RuntimeConfig {
     /// How often the epoch advances; deadlines are rounded up to it. Default 2 ms.
     pub epoch_tick: Duration,
     /// Keys a plugin must be signed by. Default: none, so signatures are not required.
+    /// A precompiled artifact signed by one of these keys is loaded as native code.
     pub trust: TrustPolicy,
+    /// Trust the native code in these packages: load precompiled artifacts
+    /// (`precompiled/<target>.ecaot`) that no trusted key signed. Default
+    /// `false`, because an artifact is machine code that runs outside the wasm
+    /// sandbox, and whoever can write a package directory could otherwise run
+    /// code in the host. When `false`, an artifact must be signed by a key in
+    /// [`RuntimeConfig::trust`]; one that is not is passed over for the
+    /// package's wasm (compiled here, with the reason in
+    /// [`LoadReport::cache_warning`]), or, on a host built without a compiler,
+    /// refused with [`Error::UntrustedNativeCode`]. The compiled-module cache is
+    /// the host's own and is trusted only while its directory is owned by this
+    /// user and writable by no one else (see [`ModuleCache`]).
+    pub trust_native_code: bool,
     /// Instantiate from a pool of this many pre-reserved instance slots
     /// (wasmtime's pooling allocator), shared by all plugins: a new instance
     /// reuses a slot instead of mapping fresh memory. Default: `None`, each
@@ -38,6 +51,7 @@ impl Default for RuntimeConfig {
             cache_dir: ModuleCache::default_dir(),
             epoch_tick: Duration::from_millis(2),
             trust: TrustPolicy::default(),
+            trust_native_code: false,
             pooling: None,
         }
     }
@@ -116,6 +130,7 @@ struct Inner {
     cache: Option<ModuleCache>,
     epoch_tick: Duration,
     trust: TrustPolicy,
+    trust_native_code: bool,
     // Dropping the sender stops the ticker thread.
     _ticker: mpsc::Sender<()>,
 }
@@ -153,6 +168,7 @@ impl Runtime {
                 cache: config.cache_dir.map(ModuleCache::new),
                 epoch_tick: tick,
                 trust: config.trust,
+                trust_native_code: config.trust_native_code,
                 _ticker: stop,
             }),
         })
@@ -190,21 +206,38 @@ impl Runtime {
         let cached = self.cache().is_some_and(|c| c.entry_path(self.engine(), package.wasm_sha256()).is_file());
         #[cfg(not(feature = "compiler"))]
         let cached = false;
-        cached || aot::artifact_path(package.dir(), aot::host_target()).is_file()
+        let may_use_artifact = self.inner.trust_native_code || self.inner.trust.requires_signature();
+        cached || (may_use_artifact && aot::artifact_path(package.dir(), aot::host_target()).is_file())
     }
 
     /// Loads the package's precompiled artifact for this host if it has one
-    /// (refusing one that does not match), else compiles (or deserializes
-    /// from the cache); then checks the exports and loads a first instance.
+    /// and trusts it (refusing one that does not match), else compiles (or
+    /// deserializes from the cache); then checks the exports and loads a
+    /// first instance. An artifact this host does not trust
+    /// ([`RuntimeConfig::trust_native_code`]) is passed over for the wasm when
+    /// the host has a compiler, and is an [`Error::UntrustedNativeCode`] when not.
     pub fn load_verified(&self, package: VerifiedPackage) -> Result<Plugin> {
         let started = Instant::now();
-        let expected =
-            aot::Expected { target: aot::host_target(), engine: &engine_fingerprint(), trust: &self.inner.trust };
-        let (module, cache, cache_warning, preinitialized) = match aot::load(self.engine(), &package, &expected)? {
+        let expected = aot::Expected {
+            target: aot::host_target(),
+            engine: &engine_fingerprint(),
+            trust: &self.inner.trust,
+            trust_native_code: self.inner.trust_native_code,
+        };
+        let mut passed_over = None;
+        let artifact = match aot::load(self.engine(), &package, &expected) {
+            Err(e @ Error::UntrustedNativeCode { .. }) if cfg!(feature = "compiler") => {
+                tracing::warn!(plugin = %package.manifest().plugin.name, "{e}; compiling its wasm instead");
+                passed_over = Some(format!("{e}; compiled its wasm instead"));
+                None
+            }
+            other => other?,
+        };
+        let (module, cache, cache_warning, preinitialized) = match artifact {
             Some((module, header)) => (module, CacheOutcome::Precompiled, None, header.preinitialized),
             None => {
                 let (module, cache, warning) = self.module(&package)?;
-                (module, cache, warning, false)
+                (module, cache, passed_over.or(warning), false)
             }
         };
         let module_time = started.elapsed();

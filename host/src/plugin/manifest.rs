@@ -84,9 +84,16 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signature {
+    /// What the signature covers. `manifest-bytes-v1` (what `edgecascade sign`
+    /// writes): the exact bytes of `plugin.toml` before the line `[signature]`,
+    /// trailing whitespace dropped. Absent: the legacy form, the manifest
+    /// re-serialized without this table (still verified, for packages signed
+    /// before version 0.1 of the scheme; never written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
     /// The signer's ed25519 public key, hex.
     pub key: String,
-    /// The ed25519 signature over the manifest without this table, hex.
+    /// The ed25519 signature, hex.
     pub ed25519: String,
 }
 
@@ -206,9 +213,15 @@ impl Manifest {
 
     /// Reads and parses `dir/plugin.toml`.
     pub fn read(dir: &Path) -> Result<Manifest> {
+        Ok(Manifest::read_with_bytes(dir)?.0)
+    }
+
+    /// Reads and parses `dir/plugin.toml`, and returns its bytes too (what signatures cover).
+    pub(crate) fn read_with_bytes(dir: &Path) -> Result<(Manifest, Vec<u8>)> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        Manifest::parse(&text, &path)
+        let manifest = Manifest::parse(&text, &path)?;
+        Ok((manifest, text.into_bytes()))
     }
 
     /// The manifest as TOML.

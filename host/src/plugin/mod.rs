@@ -17,7 +17,7 @@ pub use package::{Package, VerifiedPackage, pack, sha256_hex};
 pub(crate) use sign::signature;
 pub use sign::{TrustPolicy, keygen, sign, signing_key};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::InstancePre;
 
 /// One input to a plugin: a content type and its bytes.
@@ -82,12 +82,14 @@ pub struct PoolStats {
     pub live: usize,
     /// Instances idle now.
     pub idle: usize,
+    /// Calls that gave up waiting for an instance ([`Error::Busy`]).
+    pub busy: u64,
 }
 
 /// A loaded plugin, ready to serve. Cheap to clone; safe to share across threads.
 ///
 /// Each call takes a warm instance from a small pool (at most
-/// `limits.instances`; callers beyond that wait). After a guest fault — a
+/// `limits.instances`; callers beyond that wait, until their deadline). After a guest fault — a
 /// trap, the deadline, the memory cap, malformed output — that instance is
 /// dropped and the next call gets a fresh one, so a fault never leaks into
 /// the next request.
@@ -178,9 +180,17 @@ impl Plugin {
         PoolStats { idle: pool.idle.len(), ..pool.stats }
     }
 
-    /// Runs the local model on `input`.
+    /// Runs the local model on `input`. Waits for a free instance at most one
+    /// call deadline (`limits.deadline`), then fails with [`Error::Busy`].
     pub fn infer(&self, input: &Input) -> Result<Local> {
-        let frame = self.call(Call::Infer, input)?;
+        self.infer_by(input, self.default_deadline())
+    }
+
+    /// [`Plugin::infer`] for a request that must be answered by `deadline`:
+    /// waiting for an instance and the call itself both end by then (the call
+    /// also by `limits.deadline`), with [`Error::Busy`] or [`Error::Deadline`].
+    pub fn infer_by(&self, input: &Input, deadline: Instant) -> Result<Local> {
+        let frame = self.call(Call::Infer, input, deadline)?;
         match self.decode::<Answer>(&frame)? {
             Outcome::Ok(answer) => Ok(Local::Answered(self.checked(answer)?)),
             Outcome::Beyond(b) => Ok(Local::Beyond { reason: b.reason }),
@@ -190,20 +200,35 @@ impl Plugin {
 
     /// Asks the plugin how to phrase `input` for a large model.
     pub fn prompt(&self, input: &Input) -> Result<Prompt> {
-        let frame = self.call(Call::Prompt, input)?;
+        self.prompt_by(input, self.default_deadline())
+    }
+
+    /// [`Plugin::prompt`], done by `deadline`.
+    pub fn prompt_by(&self, input: &Input, deadline: Instant) -> Result<Prompt> {
+        let frame = self.call(Call::Prompt, input, deadline)?;
         self.expect_ok(&frame)
     }
 
     /// Asks the plugin to read a large model's reply into an answer.
     pub fn parse_reply(&self, reply: &str) -> Result<Answer> {
-        let frame = self.with_instance(|i| i.call(Call::ParseReply, &[reply.as_bytes()]))?;
+        self.parse_reply_by(reply, self.default_deadline())
+    }
+
+    /// [`Plugin::parse_reply`], done by `deadline`.
+    pub fn parse_reply_by(&self, reply: &str, deadline: Instant) -> Result<Answer> {
+        let frame = self.with_instance(deadline, |i, budget| i.call(Call::ParseReply, &[reply.as_bytes()], budget))?;
         let answer = self.expect_ok(&frame)?;
         self.checked(answer)
     }
 
-    fn call(&self, call: Call, input: &Input) -> Result<ResultFrame<'static>> {
+    /// The deadline of a call made without one: one call deadline from now.
+    fn default_deadline(&self) -> Instant {
+        Instant::now() + self.inner.manifest.limits.deadline
+    }
+
+    fn call(&self, call: Call, input: &Input, deadline: Instant) -> Result<ResultFrame<'static>> {
         let parts: [&[u8]; 3] = [input.content_type.as_bytes(), b"\n", &input.data];
-        self.with_instance(|i| i.call(call, &parts))
+        self.with_instance(deadline, |i, budget| i.call(call, &parts, budget))
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, frame: &ResultFrame<'_>) -> Result<Outcome<T>> {
@@ -238,10 +263,14 @@ impl Plugin {
         self.inner.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on a warm instance; drops the instance if the guest faulted.
-    fn with_instance<R>(&self, f: impl FnOnce(&mut Instance) -> Result<R>) -> Result<R> {
-        let mut instance = self.checkout()?;
-        let result = f(&mut instance);
+    /// Runs `f` on a warm instance, with the time the call may take (the
+    /// request's time left, at most `limits.deadline`); drops the instance if
+    /// the guest faulted.
+    fn with_instance<R>(&self, deadline: Instant, f: impl FnOnce(&mut Instance, Duration) -> Result<R>) -> Result<R> {
+        let started = Instant::now();
+        let mut instance = self.checkout(deadline, started)?;
+        let budget = deadline.saturating_duration_since(Instant::now()).min(self.inner.manifest.limits.deadline);
+        let result = if budget.is_zero() { Err(self.busy(started)) } else { f(&mut instance, budget) };
         let mut pool = self.lock();
         match &result {
             Err(e) if e.is_guest_fault() => {
@@ -256,7 +285,17 @@ impl Plugin {
         result
     }
 
-    fn checkout(&self) -> Result<Instance> {
+    fn busy(&self, since: Instant) -> Error {
+        Error::Busy {
+            plugin: self.name().into(),
+            instances: self.inner.manifest.limits.instances,
+            waited: since.elapsed(),
+        }
+    }
+
+    /// A warm instance, a new one while fewer than `limits.instances` live, or
+    /// the first one handed back before `deadline`.
+    fn checkout(&self, deadline: Instant, started: Instant) -> Result<Instance> {
         let max = self.inner.manifest.limits.instances;
         let mut pool = self.lock();
         loop {
@@ -274,7 +313,12 @@ impl Plugin {
                 }
                 return fresh;
             }
-            pool = self.inner.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                pool.stats.busy += 1;
+                return Err(self.busy(started));
+            }
+            pool = self.inner.returned.wait_timeout(pool, left).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 

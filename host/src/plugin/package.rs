@@ -11,14 +11,20 @@ use std::path::{Path, PathBuf};
 pub struct Package {
     dir: PathBuf,
     manifest: Manifest,
+    manifest_bytes: Vec<u8>,
 }
 
 impl Package {
     /// Reads `dir/plugin.toml`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Package> {
         let dir = dir.as_ref().to_path_buf();
-        let manifest = Manifest::read(&dir)?;
-        Ok(Package { dir, manifest })
+        let (manifest, manifest_bytes) = Manifest::read_with_bytes(&dir)?;
+        Ok(Package { dir, manifest, manifest_bytes })
+    }
+
+    /// The manifest file's bytes, as read.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
     }
 
     /// The manifest.
@@ -45,7 +51,7 @@ impl Package {
     /// [`Error::BadSignature`] when the policy lists keys and the package
     /// does not satisfy it.
     pub fn verify_with(self, trust: &super::TrustPolicy) -> Result<VerifiedPackage> {
-        trust.check(&self.manifest)?;
+        trust.check(&self.manifest, &self.manifest_bytes)?;
         let m = &self.manifest;
         if m.plugin.abi_version != ABI_VERSION {
             return Err(Error::AbiMismatch {
@@ -75,7 +81,14 @@ impl Package {
             }
         }
         let wasm_sha256 = m.wasm.sha256.clone().unwrap_or_default();
-        Ok(VerifiedPackage { dir: self.dir, manifest: self.manifest, wasm, wasm_sha256, files })
+        Ok(VerifiedPackage {
+            dir: self.dir,
+            manifest: self.manifest,
+            manifest_bytes: self.manifest_bytes,
+            wasm,
+            wasm_sha256,
+            files,
+        })
     }
 }
 
@@ -84,6 +97,7 @@ impl Package {
 pub struct VerifiedPackage {
     dir: PathBuf,
     manifest: Manifest,
+    manifest_bytes: Vec<u8>,
     wasm: Vec<u8>,
     wasm_sha256: String,
     files: Vec<(String, FileKind, Vec<u8>)>,
@@ -115,11 +129,18 @@ impl VerifiedPackage {
         self.files.iter().map(|(n, k, b)| (n.as_str(), *k, b.as_slice()))
     }
 
-    /// A sha256 over the manifest without its signature. The manifest pins
+    /// A sha256 over the manifest's bytes before its signature (what a
+    /// signature covers; see [`crate::plugin::TrustPolicy`]). The manifest pins
     /// every file's hash, so this names the package's exact contents;
-    /// precompiled artifacts are bound to it.
+    /// precompiled artifacts are bound to it. Signing a package does not change it.
     pub fn digest(&self) -> String {
-        sha256_hex(&super::sign::signed_bytes(&self.manifest))
+        digest_of(&self.manifest_bytes)
+    }
+
+    /// The digest of earlier versions (over the manifest re-serialized), which
+    /// artifacts built by them carry; still accepted.
+    pub(crate) fn legacy_digest(&self) -> String {
+        sha256_hex(&super::sign::legacy_signed_bytes(&self.manifest))
     }
 
     /// The size of the models in bytes (assets and the module not included).
@@ -188,9 +209,15 @@ pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest>
         *sha256 = Some(sha256_hex(&bytes));
     }
     manifest.signature = None;
-    write_atomic(&out.join(MANIFEST_FILE), manifest.to_toml().as_bytes())?;
-    crate::engine::aot::remove_stale(out, &sha256_hex(&super::sign::signed_bytes(&manifest)));
+    let text = manifest.to_toml();
+    write_atomic(&out.join(MANIFEST_FILE), text.as_bytes())?;
+    crate::engine::aot::remove_stale(out, &digest_of(text.as_bytes()));
     Ok(manifest)
+}
+
+/// The digest of a package whose manifest file holds `manifest_bytes`.
+fn digest_of(manifest_bytes: &[u8]) -> String {
+    sha256_hex(super::sign::signed_bytes(manifest_bytes).unwrap_or(manifest_bytes))
 }
 
 /// Writes via a temporary file and a rename, so readers never see half a file.

@@ -307,7 +307,7 @@ impl Router {
         let mut outcome = LocalOutcome::Skipped;
         if mode != Mode::CloudOnly {
             let t = Instant::now();
-            let result = self.plugin.infer(input);
+            let result = self.plugin.infer_by(input, deadline);
             reply.latency_ms.local = Some(ms(t.elapsed()));
             outcome = match result {
                 Ok(Local::Answered(answer)) => {
@@ -387,7 +387,7 @@ impl Router {
             self.metrics.cache_hit(self.plugin.name());
             return done(Ok(answer), true, None);
         }
-        let prompt = match self.plugin.prompt(&redacted) {
+        let prompt = match self.plugin.prompt_by(&redacted, deadline) {
             Ok(p) => p,
             Err(e) => return done(Err(CloudFailure { kind: "prompt", message: e.to_string() }), false, None),
         };
@@ -410,7 +410,7 @@ impl Router {
             Ok(r) => r,
             Err(e) => return done(Err(fail(e)), false, None),
         };
-        match self.plugin.parse_reply(&reply.content) {
+        match self.plugin.parse_reply_by(&reply.content, deadline) {
             Ok(answer) => {
                 let answer =
                     soft::with_logprobs(answer, &self.plugin.manifest().plugin.labels, &reply.first_token_logprobs);

@@ -291,13 +291,15 @@ impl Instance {
 
     /// Calls `infer`, `prompt` or `parse_reply` with an input made of `parts`
     /// (written back to back into guest memory) and returns the result frame.
-    pub(crate) fn call(&mut self, call: Call, parts: &[&[u8]]) -> Result<ResultFrame<'static>> {
+    /// The call is interrupted after `deadline` (the caller passes at most
+    /// `limits.deadline`, less when the request has less time left).
+    pub(crate) fn call(&mut self, call: Call, parts: &[&[u8]], deadline: Duration) -> Result<ResultFrame<'static>> {
         let func = match call {
             Call::Infer => self.infer.clone(),
             Call::Prompt => self.prompt.clone(),
             Call::ParseReply => self.parse_reply.clone(),
         };
-        self.call_raw(func, parts, self.ctx.limits.deadline)
+        self.call_raw(func, parts, deadline)
     }
 
     fn call_raw(

@@ -18,6 +18,7 @@ mod distill;
 mod edge;
 mod faults;
 mod hostile;
+mod hostile_wat;
 mod models;
 mod packages;
 mod promotion;

@@ -103,6 +103,28 @@ pub fn forge_unsigned_artifact(dir: &Path) {
     write_artifact(&aot::artifact_path(dir, aot::host_target()), &header, &body);
 }
 
+/// Resident memory of this process, in bytes.
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// How much `round` grows this process's RSS: the least of three runs after
+/// a warm-up. RSS is the whole test process's, and other tests run alongside:
+/// a leak grows it in every round, their noise only in some.
+pub fn quietest_rss_growth(round: impl Fn()) -> u64 {
+    round(); // warm up allocator pools and caches
+    (0..3)
+        .map(|_| {
+            let before = rss();
+            round();
+            rss().saturating_sub(before)
+        })
+        .min()
+        .unwrap()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgecascade")
 }

@@ -183,13 +183,17 @@ impl Plugin {
     /// Runs the local model on `input`. Waits for a free instance at most one
     /// call deadline (`limits.deadline`), then fails with [`Error::Busy`].
     pub fn infer(&self, input: &Input) -> Result<Local> {
-        self.infer_by(input, self.default_deadline())
+        self.infer_within(input, None)
     }
 
     /// [`Plugin::infer`] for a request that must be answered by `deadline`:
     /// waiting for an instance and the call itself both end by then (the call
     /// also by `limits.deadline`), with [`Error::Busy`] or [`Error::Deadline`].
     pub fn infer_by(&self, input: &Input, deadline: Instant) -> Result<Local> {
+        self.infer_within(input, Some(deadline))
+    }
+
+    fn infer_within(&self, input: &Input, deadline: Option<Instant>) -> Result<Local> {
         let frame = self.call(Call::Infer, input, deadline)?;
         match self.decode::<Answer>(&frame)? {
             Outcome::Ok(answer) => Ok(Local::Answered(self.checked(answer)?)),
@@ -200,33 +204,31 @@ impl Plugin {
 
     /// Asks the plugin how to phrase `input` for a large model.
     pub fn prompt(&self, input: &Input) -> Result<Prompt> {
-        self.prompt_by(input, self.default_deadline())
+        self.expect_ok(&self.call(Call::Prompt, input, None)?)
     }
 
     /// [`Plugin::prompt`], done by `deadline`.
     pub fn prompt_by(&self, input: &Input, deadline: Instant) -> Result<Prompt> {
-        let frame = self.call(Call::Prompt, input, deadline)?;
-        self.expect_ok(&frame)
+        self.expect_ok(&self.call(Call::Prompt, input, Some(deadline))?)
     }
 
     /// Asks the plugin to read a large model's reply into an answer.
     pub fn parse_reply(&self, reply: &str) -> Result<Answer> {
-        self.parse_reply_by(reply, self.default_deadline())
+        self.parse_reply_within(reply, None)
     }
 
     /// [`Plugin::parse_reply`], done by `deadline`.
     pub fn parse_reply_by(&self, reply: &str, deadline: Instant) -> Result<Answer> {
+        self.parse_reply_within(reply, Some(deadline))
+    }
+
+    fn parse_reply_within(&self, reply: &str, deadline: Option<Instant>) -> Result<Answer> {
         let frame = self.with_instance(deadline, |i, budget| i.call(Call::ParseReply, &[reply.as_bytes()], budget))?;
         let answer = self.expect_ok(&frame)?;
         self.checked(answer)
     }
 
-    /// The deadline of a call made without one: one call deadline from now.
-    fn default_deadline(&self) -> Instant {
-        Instant::now() + self.inner.manifest.limits.deadline
-    }
-
-    fn call(&self, call: Call, input: &Input, deadline: Instant) -> Result<ResultFrame<'static>> {
+    fn call(&self, call: Call, input: &Input, deadline: Option<Instant>) -> Result<ResultFrame<'static>> {
         let parts: [&[u8]; 3] = [input.content_type.as_bytes(), b"\n", &input.data];
         self.with_instance(deadline, |i, budget| i.call(call, &parts, budget))
     }
@@ -263,13 +265,22 @@ impl Plugin {
         self.inner.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on a warm instance, with the time the call may take (the
-    /// request's time left, at most `limits.deadline`); drops the instance if
-    /// the guest faulted.
-    fn with_instance<R>(&self, deadline: Instant, f: impl FnOnce(&mut Instance, Duration) -> Result<R>) -> Result<R> {
+    /// Runs `f` on a warm instance, with the time the call may take, and drops
+    /// the instance if the guest faulted. With a request `deadline`, waiting
+    /// and the call end by it (the call also by `limits.deadline`); without
+    /// one, the wait ends after one `limits.deadline` and the call gets a whole one.
+    fn with_instance<R>(
+        &self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&mut Instance, Duration) -> Result<R>,
+    ) -> Result<R> {
         let started = Instant::now();
-        let mut instance = self.checkout(deadline, started)?;
-        let budget = deadline.saturating_duration_since(Instant::now()).min(self.inner.manifest.limits.deadline);
+        let call_deadline = self.inner.manifest.limits.deadline;
+        let mut instance = self.checkout(deadline.unwrap_or(started + call_deadline), started)?;
+        let budget = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(call_deadline),
+            None => call_deadline,
+        };
         let result = if budget.is_zero() { Err(self.busy(started)) } else { f(&mut instance, budget) };
         let mut pool = self.lock();
         match &result {

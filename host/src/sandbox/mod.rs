@@ -19,6 +19,9 @@ pub(crate) use stderr::StderrCapture;
 /// The longest panic message kept from a guest.
 const MAX_PANIC_MESSAGE: usize = 4096;
 
+/// WASI preview 1's `errno::notsup`.
+const ERRNO_NOTSUP: i32 = 58;
+
 /// What the host keeps per store.
 pub(crate) struct HostState {
     wasi: WasiP1Ctx,
@@ -67,6 +70,14 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
         .map_err(|e| Error::Engine(format!("adding WASI to the linker: {e}")))?;
+    // WASI's poll_oneoff sleeps inside the host, where the epoch deadline cannot
+    // interrupt it: a guest could hold an instance for as long as it asks. A
+    // plugin has nothing to wait for, so the call fails at once with ENOTSUP.
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap("wasi_snapshot_preview1", "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| -> i32 { ERRNO_NOTSUP })
+        .map_err(|e| Error::Engine(format!("replacing poll_oneoff: {e}")))?;
+    linker.allow_shadowing(false);
     linker
         .func_wrap(
             exports::HOST_MODULE,

@@ -405,6 +405,19 @@ fn https_refuses_a_self_signed_certificate_by_default() {
 }
 
 #[test]
+fn https_refuses_a_certificate_for_another_name_or_an_expired_one() {
+    for (san, days, why) in [("DNS:example.invalid", "2", "name"), ("IP:127.0.0.1", "-1", "expired")] {
+        let server = TlsServer::start_with(san, days);
+        // The CA is trusted: only the name or the dates are wrong.
+        let mut config = HttpConfig::new(format!("https://{}/v1", server.addr), "EDGECASCADE_TEST_NO_KEY");
+        config.ca_pem = Some(server.ca_pem.clone());
+        let err = call_once(config).unwrap_err();
+        let message = err.to_string().to_lowercase();
+        assert!(matches!(err, CloudError::Connect(_)) && message.contains(why), "{san}, {days} days: {err:?}");
+    }
+}
+
+#[test]
 fn https_trusts_a_private_ca_when_configured() {
     let server = TlsServer::start();
     let mut config = HttpConfig::new(format!("https://{}/v1", server.addr), "EDGECASCADE_TEST_NO_KEY");

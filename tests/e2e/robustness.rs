@@ -16,7 +16,7 @@ use edgecascade::{CascadeConfig, Metrics, Router};
 use edgecascade_abi::{Answer, ResultFrame, decode_input, decode_load};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
-use proptest::test_runner::{RngSeed, TestCaseResult, TestRunner};
+use proptest::test_runner::{FileFailurePersistence, RngSeed, TestCaseResult, TestRunner};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -41,11 +41,12 @@ where
     let mut runs = 0u64;
     loop {
         let seed = replay.unwrap_or_else(|| fastrand::u64(..));
-        // The seed is printed on failure instead of persisted: a regression file per target adds nothing here.
+        // A failure's seed is also saved in tests/e2e/regressions/<name>.txt; commit the file, and
+        // every later run (CI's included) replays those seeds before any new case.
         let config = ProptestConfig {
             cases,
             rng_seed: RngSeed::Fixed(seed),
-            failure_persistence: None,
+            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regression_file(name)))),
             ..ProptestConfig::default()
         };
         if let Err(e) = TestRunner::new(config).run(&strategy, &test) {
@@ -58,6 +59,12 @@ where
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!("fuzz {name}: {} cases in {runs} run(s), {secs:.1} s", runs * u64::from(cases));
+}
+
+/// `tests/e2e/regressions/<name>.txt`, where a target's failing seeds are kept.
+fn regression_file(name: &str) -> &'static str {
+    let path = repo_root().join("tests/e2e/regressions").join(format!("{name}.txt"));
+    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
 }
 
 /// What the cases of a target came to, printed after it: shows how many got past the first parser.
@@ -143,6 +150,180 @@ fn cloud_replies_parse_or_fail_cleanly() {
         }
         Ok(())
     });
+}
+
+#[test]
+fn artifact_headers_parse_or_fail_cleanly() {
+    use edgecascade::engine::aot;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("x.ecaot");
+    let header = prop_oneof![vec(any::<u8>(), 0..200), json_value().prop_map(|v| serde_json::to_vec(&v).unwrap())];
+    fuzz("artifact_headers", 1000, (header, any::<bool>(), vec(any::<u8>(), 0..64)), |(header, framed, body)| {
+        let mut bytes = Vec::new();
+        if framed {
+            bytes.extend_from_slice(b"ECAOT001");
+            bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        }
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&body);
+        std::fs::write(&path, &bytes).unwrap();
+        if let Ok((h, rest)) = aot::read(&path) {
+            prop_assert!(rest.len() <= bytes.len());
+            prop_assert_eq!(aot::read_header(&path).unwrap(), h);
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn trust_keys_and_signatures_cannot_be_forged_or_crash() {
+    use edgecascade::plugin::{TrustPolicy, manifest::Signature};
+    let (_, public) = edgecascade::plugin::keygen().unwrap();
+    let policy = TrustPolicy::from_hex([&public]).unwrap();
+    let manifest = Manifest::parse(MANIFEST, Path::new("plugin.toml")).unwrap();
+    let scheme = prop_oneof![Just(None), Just(Some("manifest-bytes-v1".to_string())), ".{0,20}".prop_map(Some)];
+    let strategy = (".{0,80}", "[0-9a-fA-F]{0,140}", "[0-9a-f]{0,140}", scheme, vec(any::<u8>(), 0..300));
+    fuzz("trust_and_signatures", 2000, strategy, |(key_text, key, ed25519, scheme, file)| {
+        let _ = TrustPolicy::from_hex([&key_text]);
+        let mut signed = manifest.clone();
+        signed.signature = Some(Signature { scheme, key, ed25519 });
+        // Without the secret key no table verifies, whatever the bytes around it.
+        prop_assert!(policy.check(&signed, &file).is_err());
+        let mut by_us = signed.clone();
+        by_us.signature.as_mut().unwrap().key = public.clone();
+        prop_assert!(policy.check(&by_us, &file).is_err());
+        Ok(())
+    });
+}
+
+#[test]
+fn cache_entries_are_used_only_when_intact() {
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let rt =
+        edgecascade::Runtime::new(edgecascade::RuntimeConfig { cache_dir: Some(cache.clone()), ..Default::default() })
+            .unwrap();
+    let pkg = make_package(tmp.path(), wat_manifest(), &[("m.wasm", &wat_module(1, ""))]);
+    rt.load(&pkg).unwrap();
+    let entry = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+    let good = std::fs::read(&entry).unwrap();
+    let strategy = (vec(any::<u8>(), 0..400), 0u8..3, (0usize..good.len(), any::<u8>()));
+    fuzz("cache_entries", 300, strategy, |(junk, how, (at, byte))| {
+        let bytes = match how {
+            // Any bytes at all.
+            0 => junk,
+            // A valid header and checksum over junk: only wasmtime's own checks stand in the way.
+            1 => [&b"ECMOD001"[..], &sha2::Sha256::digest(&junk), &junk].concat(),
+            // The real entry with one byte changed.
+            _ => {
+                let mut b = good.clone();
+                b[at] ^= byte | 1;
+                b
+            }
+        };
+        std::fs::write(&entry, &bytes).unwrap();
+        let plugin = rt.load(&pkg).map_err(|e| TestCaseError::fail(format!("the load failed: {e}")))?;
+        prop_assert!(plugin.infer(&text("ok")).is_ok());
+        Ok(())
+    });
+}
+
+#[test]
+fn escalation_logs_reopen_after_any_torn_write() {
+    use edgecascade::router::{EscalationLog, Record, record_id};
+    let tmp = tempfile::tempdir().unwrap();
+    let record = |text: &'static str| Record {
+        record: edgecascade::router::RECORD_VERSION,
+        id: record_id(),
+        ts: 1.0,
+        plugin: "p",
+        version: "1",
+        text,
+        label: Some("x"),
+        confidence: 1.0,
+        scores: &[],
+        soft: false,
+        teacher: "t",
+        reason: "low_confidence",
+        local_label: None,
+        local_confidence: None,
+    };
+    let n = std::sync::atomic::AtomicU32::new(0);
+    fuzz("escalation_log_reopen", 500, (0usize..4, vec(any::<u8>(), 0..300)), |(whole, tail)| {
+        let path = tmp.path().join(format!("{}.jsonl", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        {
+            let log = EscalationLog::open(&path).unwrap();
+            for _ in 0..whole {
+                log.append(&record("whole")).unwrap();
+            }
+        }
+        // A crash in the middle of a write: any bytes, torn anywhere.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, &tail).unwrap();
+        drop(f);
+        let log = EscalationLog::open(&path).unwrap();
+        log.append(&record("after")).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        prop_assert!(text.ends_with(b"\n"));
+        let last = text[..text.len() - 1].rsplit(|b| *b == b'\n').next().unwrap();
+        let last: Value = serde_json::from_slice(last).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(last["text"].as_str(), Some("after"));
+        // Every whole record written before the crash is still there, first, unchanged.
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        for line in &lines[..whole] {
+            let v: Value = serde_json::from_slice(line).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(v["text"].as_str(), Some("whole"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn anthropic_and_bedrock_replies_are_answers_or_typed_errors() {
+    use edgecascade::cloud::{Anthropic, Bedrock, BedrockAuth};
+    let request = ChatRequest {
+        model: "amazon.nova-micro-v1:0".into(),
+        messages: vec![edgecascade::ChatMessage { role: edgecascade::Role::User, content: "Shares rose".into() }],
+        max_tokens: 8,
+        ..Default::default()
+    };
+    for shape in [Shape::Anthropic, Shape::Bedrock] {
+        let fake = FakeCloud::start_shaped(shape, Behaviour::Raw(Vec::new()));
+        let mut config = HttpConfig::new(&fake.url, "EDGECASCADE_TEST_NO_KEY");
+        config.read_timeout = Duration::from_secs(2);
+        let client: Box<dyn CloudClient> = match shape {
+            Shape::Anthropic => Box::new(Anthropic::new(config)),
+            _ => Box::new(Bedrock::new(config, BedrockAuth::Bearer("k".into()))),
+        };
+        let valid: Value = serde_json::from_str(&shape.reply("business")).unwrap();
+        let keys: Vec<String> = valid.as_object().unwrap().keys().cloned().collect();
+        // The API's own reply with one field replaced by anything, or any JSON at all.
+        let body = (json_value(), 0..=keys.len()).prop_map(move |(v, i)| match keys.get(i) {
+            Some(key) => {
+                let mut reply = valid.clone();
+                reply[key] = v;
+                reply
+            }
+            None => v,
+        });
+        let name = format!("{shape:?}_replies").to_lowercase();
+        fuzz(&name, 256, body, |body| {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                bytes.len()
+            );
+            fake.set(Behaviour::Raw([head.as_bytes(), &bytes].concat()));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            match client.complete(&request, deadline) {
+                Ok(reply) => prop_assert!(!reply.content.is_empty()),
+                Err(e) => prop_assert!(!e.kind().is_empty()),
+            }
+            prop_assert!(Instant::now() <= deadline);
+            Ok(())
+        });
+    }
 }
 
 // ---- Shared strategies ----

@@ -388,7 +388,15 @@ pub struct TlsServer {
 }
 
 impl TlsServer {
+    /// A server whose certificate is for IP 127.0.0.1 and valid for two days.
     pub fn start() -> TlsServer {
+        TlsServer::start_with("IP:127.0.0.1", "2")
+    }
+
+    /// A server whose leaf certificate names `subject_alt_name` (an openssl
+    /// SAN, such as `DNS:example.invalid`) and is valid for `days` from now
+    /// (`-1`: it expired a day ago).
+    pub fn start_with(subject_alt_name: &str, days: &str) -> TlsServer {
         use std::process::{Command, Stdio};
         let dir = tempfile::tempdir().unwrap();
         let openssl = |args: &[&str]| {
@@ -407,7 +415,9 @@ impl TlsServer {
         );
         openssl(&[&["req"], &ec[..], &["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]].concat());
         // A leaf, not a CA: rustls refuses a CA certificate used as a server's own.
-        let ext = "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n";
+        let ext = format!(
+            "subjectAltName={subject_alt_name}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        );
         std::fs::write(dir.path().join("leaf.ext"), ext).unwrap();
         openssl(&[
             "x509",
@@ -421,7 +431,7 @@ impl TlsServer {
             "-set_serial",
             "1",
             "-days",
-            "2",
+            days,
             "-extfile",
             "leaf.ext",
             "-out",

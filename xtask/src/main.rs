@@ -21,7 +21,9 @@ tasks:
   distill   the distillation loop (`edgecascade distill`) against a teacher tier that never saw
             the texts it labels: --scenario cold (from 300 gold examples), drift (a topic the
             seed never saw arrives), warm (the shipped model); --task sentiment|news;
-            --rounds N (4); --audit-rate X; --hard (hard labels only, the ablation)";
+            --rounds N (4); --audit-rate X; --hard (hard labels only, the ablation)
+  fuzz      every property target in tests/e2e/robustness.rs, one after another, each for
+            --minutes N (default 10); the case counts go to stderr (see FUZZING.md)";
 
 fn main() -> std::process::ExitCode {
     match run_task() {
@@ -60,6 +62,10 @@ fn run_task() -> Result<()> {
         "load" => {
             project.plugins(HostBuild::Binary)?;
             project.load(&rest)
+        }
+        "fuzz" => {
+            project.plugins(HostBuild::WithTests)?;
+            project.fuzz(&rest)
         }
         _ => {
             eprintln!("{USAGE}");
@@ -556,6 +562,32 @@ impl Project {
             work.join("loop.svg").display()
         );
         tier.stop()
+    }
+
+    /// Runs each robustness target alone for `--minutes N`, so the two cores go to one target at a time.
+    fn fuzz(&self, rest: &[String]) -> Result<()> {
+        let minutes: u64 = match rest {
+            [] => 10,
+            [flag, n] if flag == "--minutes" => n.parse().context("--minutes takes a whole number")?,
+            _ => bail!("usage: cargo xtask fuzz [--minutes N]"),
+        };
+        let list = Command::new("cargo")
+            .current_dir(&self.root)
+            .args(["test", "--release", "--test", "e2e", "--", "robustness::", "--list"])
+            .output()?;
+        let listing = String::from_utf8_lossy(&list.stdout);
+        let targets: Vec<&str> = listing.lines().filter_map(|l| l.strip_suffix(": test")).collect();
+        anyhow::ensure!(!targets.is_empty(), "no robustness targets found:\n{listing}");
+        for target in targets {
+            step(&format!("fuzzing {target} for {minutes} min"));
+            run(Command::new("cargo")
+                .current_dir(&self.root)
+                .env("EDGECASCADE_FUZZ_SECS", (minutes * 60).to_string())
+                .env("EDGECASCADE_PLUGINS", self.plugins_dir())
+                .env("EDGECASCADE_CACHE_DIR", self.target.join("module-cache"))
+                .args(["test", "--release", "--test", "e2e", "--", "--exact", target, "--nocapture"]))?;
+        }
+        Ok(())
     }
 
     /// The model pipeline's Python packages (models/setup.sh installs them from PyPI).

@@ -32,6 +32,7 @@ fn guest(memory_pages: u32, overrides: &[(&str, &str)]) -> Vec<u8> {
           (data (i32.const 0) "\00{{}}")
           (data (i32.const 16) "\00{{\"confidence\":0.5}}")
           (data (i32.const 48) "\00{{\"confidence\":1.5}}")
+          (data (i32.const 160) "\00{{\"messages\":[{{\"role\":\"user\",\"content\":\"x\"}}]}}")
           (data (i32.const 80) "\00{{\"confidence\":0.5,\"scores\":[{{\"label\":\"a\",\"score\":1e999}}]}}")
           (func (export "_initialize"))
           (func (export "edgecascade_abi_version") (result i32) (i32.const 1))
@@ -252,4 +253,25 @@ fn a_thousand_deadline_and_a_thousand_memory_cap_faults_do_not_grow_the_host() {
         eprintln!("{name}: the quietest of 3 rounds of 300 faults grew RSS by {} KiB", growth >> 10);
         assert!(growth < 16 << 20, "{name}: 300 faults grew the host by {} MiB", growth >> 20);
     }
+}
+
+#[test]
+fn a_cloud_reply_that_the_plugin_cannot_read_in_time_is_a_deadline_not_a_bad_reply() {
+    use crate::servers::{Behaviour, FakeCloud, fast_policy};
+    use edgecascade::cloud::{HttpConfig, OpenAi, Resilient};
+    use edgecascade::{CascadeConfig, Metrics, Mode, Router, Source};
+    // The local answer (confidence 0.5) escalates; the reply parser loops until the request's deadline.
+    let prompt = format!("(i64.const {})", (160i64 << 32) | 45);
+    let (_tmp, p) = loaded_guest(&[("prompt", &prompt), ("parse_reply", "(loop (br 0)) (i64.const 0)")]);
+    let cloud = FakeCloud::start(Behaviour::Reply("a".into()));
+    let mut config = CascadeConfig::for_plugin(&p);
+    config.threshold = 0.9;
+    config.deadline = Duration::from_millis(300);
+    let client = std::sync::Arc::new(Resilient::new(OpenAi::new(HttpConfig::new(&cloud.url, "NO_KEY")), fast_policy()));
+    let router = Router::new(p, Some(client), config, Metrics::default());
+    let started = Instant::now();
+    let reply = router.route(&text("ok"), Mode::Auto);
+    assert!(started.elapsed() <= Duration::from_millis(300 + 300), "took {:?}", started.elapsed());
+    assert_eq!((reply.source, reply.degraded), (Source::LocalFallback, true), "{reply:?}");
+    assert_eq!(reply.cloud_error.map(|e| e.kind), Some("deadline"));
 }

@@ -88,7 +88,7 @@ pub struct Signature {
     /// writes): the exact bytes of `plugin.toml` before the line `[signature]`,
     /// trailing whitespace dropped. Absent: the legacy form, the manifest
     /// re-serialized without this table (still verified, for packages signed
-    /// before version 0.1 of the scheme; never written).
+    /// before the scheme existed; never written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     /// The signer's ed25519 public key, hex.

@@ -417,7 +417,15 @@ impl Router {
                 self.remember(key, &answer);
                 done(Ok(answer), false, Some(reply.usage))
             }
-            Err(e) => done(Err(CloudFailure { kind: "bad_reply", message: e.to_string() }), false, Some(reply.usage)),
+            Err(e) => {
+                // Out of time reading a good reply is the deadline's fault, not the reply's.
+                let kind = if matches!(e, crate::Error::Busy { .. } | crate::Error::Deadline { .. }) {
+                    "deadline"
+                } else {
+                    "bad_reply"
+                };
+                done(Err(CloudFailure { kind, message: e.to_string() }), false, Some(reply.usage))
+            }
         }
     }
 

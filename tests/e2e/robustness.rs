@@ -755,6 +755,9 @@ fn expected(status: u16, content_type: Option<&str>, body: &[u8]) -> Option<Resu
         return Some(Err("redirect"));
     }
     let Ok(text) = std::str::from_utf8(body) else { return Some(Err("bad_reply")) };
+    if status == 401 || status == 403 {
+        return Some(Err("auth")); // the credentials were refused
+    }
     if status >= 400 {
         let status = CloudError::Status { status, retry_after: None, body: String::new() };
         return Some(Err(status.kind()));

@@ -238,6 +238,25 @@ pub enum Error {
         message: String,
     },
 
+    /// The fleet's NATS server could not be reached or refused an operation,
+    /// or a fleet name or message is malformed.
+    #[error("fleet: {operation}: {message}")]
+    Fleet {
+        /// What was being done, and to what.
+        operation: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A spool directory holds something it cannot have written.
+    #[error("spool {path}: {message}")]
+    Spool {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// The compiled-module cache could not be used. Loading goes on without it.
     #[error("module cache: {0}")]
     Cache(String),

@@ -299,8 +299,8 @@ pub fn apply(report: &Report, candidate: &VerifiedPackage, live_dir: &Path) -> R
 
 /// Writes the package's files into `dir`, the manifest last; undoes the writes on failure.
 pub(crate) fn install(package: &VerifiedPackage, dir: &Path) -> Result<()> {
-    let manifest = package.manifest().to_toml();
-    let files = package.contents().chain(std::iter::once((MANIFEST_FILE, manifest.as_bytes())));
+    // The manifest as verified, byte for byte: its signature covers these bytes.
+    let files = package.contents().chain(std::iter::once((MANIFEST_FILE, package.manifest_bytes())));
     // What each replaced file held before (None: it did not exist), to undo a half-done install.
     let mut replaced: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
     for (file, bytes) in files {

@@ -11,8 +11,8 @@ use crate::sandbox::{Call, CallContext, HostState, Instance};
 use crate::{Error, Result};
 use edgecascade_abi::{Answer, Outcome, Prompt, ResultFrame, content_type};
 pub use manifest::Manifest;
-pub(crate) use package::write_atomic;
 pub use package::{Package, VerifiedPackage, pack, sha256_hex};
+pub(crate) use package::{digest_of, write_atomic};
 #[cfg(feature = "compiler")]
 pub(crate) use sign::signature;
 pub use sign::{TrustPolicy, keygen, sign, signing_key};

@@ -3,7 +3,6 @@
 use super::manifest::{MANIFEST_FILE, Manifest};
 use crate::{Error, Result};
 use edgecascade_abi::{ABI_VERSION, FileEntry, FileKind, LoadRequest};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// A package directory with a parsed manifest. Nothing is verified yet.
@@ -114,6 +113,12 @@ impl VerifiedPackage {
         &self.dir
     }
 
+    /// The manifest file's bytes, as read and verified (the signature covers
+    /// them; re-serializing the manifest would not keep them).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
     /// The module's bytes.
     pub fn wasm(&self) -> &[u8] {
         &self.wasm
@@ -176,10 +181,7 @@ impl VerifiedPackage {
     }
 }
 
-/// Lowercase hex sha256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::fsutil::sha256_hex;
 
 /// Makes a package: reads the manifest template at `template` (a `plugin.toml`
 /// whose hashes may be missing), finds each file next to the template or in
@@ -216,16 +218,8 @@ pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest>
 }
 
 /// The digest of a package whose manifest file holds `manifest_bytes`.
-fn digest_of(manifest_bytes: &[u8]) -> String {
+pub(crate) fn digest_of(manifest_bytes: &[u8]) -> String {
     sha256_hex(super::sign::signed_bytes(manifest_bytes).unwrap_or(manifest_bytes))
 }
 
-/// Writes via a temporary file and a rename, so readers never see half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
-}
+pub(crate) use crate::fsutil::write_atomic;

@@ -10,13 +10,14 @@
 //! they do not know. The retrainer (`models/pipeline/distill.py`) learns from
 //! `scores` when `soft` is true, else from `label`.
 
+use crate::spool::Spool;
 use crate::{Error, Result};
 use edgecascade_abi::Score;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The version of [`Record`] this host writes (the `record` field). Version 1
 /// had no `record`, `id`, `scores`, `soft` or `teacher` fields.
@@ -60,10 +61,16 @@ pub struct Record<'a> {
     pub local_confidence: Option<f32>,
 }
 
-/// An append-only JSONL file.
+/// Where escalation records go: an append-only JSONL file, or a [`Spool`]
+/// that a fleet shipper drains to the central stream.
 pub struct EscalationLog {
     path: PathBuf,
-    file: Mutex<File>,
+    target: Target,
+}
+
+enum Target {
+    File(Mutex<File>),
+    Spool(Arc<Spool>),
 }
 
 /// A fresh record id: 128 random bits in hex.
@@ -85,8 +92,14 @@ impl EscalationLog {
         }
         let mut file =
             OpenOptions::new().read(true).create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        repair(&mut file).map_err(|e| Error::io(&path, e))?;
-        Ok(EscalationLog { path, file: Mutex::new(file) })
+        crate::spool::cut_torn_tail(&mut file).map_err(|e| Error::io(&path, e))?;
+        Ok(EscalationLog { path, target: Target::File(Mutex::new(file)) })
+    }
+
+    /// A log that appends to `spool` (one record per line, synced), for a
+    /// shipper to send on ([`crate::fleet`]).
+    pub fn spooled(spool: Arc<Spool>) -> EscalationLog {
+        EscalationLog { path: spool.dir().to_path_buf(), target: Target::Spool(spool) }
     }
 
     /// The log's path.
@@ -98,42 +111,16 @@ impl EscalationLog {
     /// router counts it; the answer itself is never lost.
     pub fn append(&self, record: &Record<'_>) -> Result<()> {
         let mut line = serde_json::to_vec(record).map_err(|e| Error::io(&self.path, e.into()))?;
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&line).map_err(|e| Error::io(&self.path, e))?;
-        file.sync_data().map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-/// Truncates the file after its last newline, if it does not end with one.
-fn repair(file: &mut File) -> std::io::Result<()> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let mut tail = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut tail)?;
-    if tail[0] == b'\n' {
-        return Ok(());
-    }
-    // Find the last newline, reading backwards in chunks.
-    let mut end = len;
-    let mut keep = 0;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let n = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk[..n])?;
-        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
-            keep = start + i as u64 + 1;
-            break;
+        match &self.target {
+            Target::Spool(spool) => spool.append(&line),
+            Target::File(file) => {
+                line.push(b'\n');
+                let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+                file.write_all(&line).map_err(|e| Error::io(&self.path, e))?;
+                file.sync_data().map_err(|e| Error::io(&self.path, e))
+            }
         }
-        end = start;
     }
-    tracing::warn!(dropped = len - keep, "escalation log ended in a torn line; cut it off");
-    file.set_len(keep)
 }
 
 #[cfg(test)]

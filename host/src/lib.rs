@@ -43,12 +43,16 @@ pub mod distill;
 pub mod engine;
 mod error;
 pub mod eval;
+#[cfg(feature = "fleet")]
+pub mod fleet;
+mod fsutil;
 pub mod gate;
 pub mod metrics;
 pub mod plugin;
 pub mod router;
 mod sandbox;
 pub mod serve;
+pub mod spool;
 
 #[cfg(feature = "inspect")]
 pub mod inspect;

@@ -43,6 +43,18 @@ struct ByPlugin {
     plugin: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByVersion {
+    plugin: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByOutcome {
+    plugin: String,
+    outcome: String,
+}
+
 /// The metrics registry, cheap to clone and shared by every router of a process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -64,6 +76,15 @@ struct Inner {
     shadow_compared: Family<ByCandidate, Counter>,
     audits: Family<ByPlugin, Counter>,
     audit_agreements: Family<ByPlugin, Counter>,
+    serving: Family<ByVersion, Gauge>,
+    ship_queued: Gauge,
+    ship_spooled: Counter,
+    ship_sent: Counter,
+    ship_acked: Counter,
+    ship_duplicates: Counter,
+    ship_dropped: Counter,
+    link_up: Gauge,
+    channel_updates: Family<ByOutcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +106,48 @@ impl Default for Metrics {
         let shadow_compared = Family::<ByCandidate, Counter>::default();
         let audits = Family::<ByPlugin, Counter>::default();
         let audit_agreements = Family::<ByPlugin, Counter>::default();
+        let serving = Family::<ByVersion, Gauge>::default();
+        let (ship_queued, ship_sent, ship_acked) = (Gauge::default(), Counter::default(), Counter::default());
+        let ship_spooled = Counter::default();
+        let (ship_duplicates, ship_dropped, link_up) = (Counter::default(), Counter::default(), Gauge::default());
+        let channel_updates = Family::<ByOutcome, Counter>::default();
+        registry.register(
+            "package_version",
+            "1 for the package version each plugin serves (the label), absent for versions no longer served",
+            serving.clone(),
+        );
+        registry.register(
+            "ship_queued",
+            "Escalation records in the spool that the fleet stream has not acknowledged",
+            ship_queued.clone(),
+        );
+        registry.register(
+            "ship_spooled",
+            "Escalation records written to the spool (each escalation and audit the cloud answered)",
+            ship_spooled.clone(),
+        );
+        registry.register(
+            "ship_sent",
+            "Escalation records published to the fleet stream, resends included",
+            ship_sent.clone(),
+        );
+        registry.register("ship_acknowledged", "Escalation records the fleet stream acknowledged", ship_acked.clone());
+        registry.register(
+            "ship_duplicates",
+            "Acknowledged records the stream had already stored (a resend after a lost acknowledgement)",
+            ship_duplicates.clone(),
+        );
+        registry.register(
+            "ship_dropped",
+            "Escalation records dropped unsent because the spool reached its cap (the oldest go first)",
+            ship_dropped.clone(),
+        );
+        registry.register("fleet_link_up", "1 while the connection to the fleet's NATS server is up", link_up.clone());
+        registry.register(
+            "channel_updates",
+            "Package versions seen on the fleet channel, by plugin and outcome (promoted, refused)",
+            channel_updates.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by plugin and source (local, cloud, local_fallback)",
@@ -147,6 +210,15 @@ impl Default for Metrics {
                 shadow_compared,
                 audits,
                 audit_agreements,
+                serving,
+                ship_queued,
+                ship_spooled,
+                ship_sent,
+                ship_acked,
+                ship_duplicates,
+                ship_dropped,
+                link_up,
+                channel_updates,
             }),
         }
     }
@@ -220,5 +292,40 @@ impl Metrics {
         if agreed {
             agreements.inc();
         }
+    }
+
+    /// Marks `version` as the one `plugin` serves (and `replaced`, if any, as no longer served).
+    pub(crate) fn serving(&self, plugin: &str, replaced: Option<&str>, version: &str) {
+        if let Some(old) = replaced.filter(|old| *old != version) {
+            self.inner.serving.remove(&ByVersion { plugin: plugin.to_string(), version: old.to_string() });
+        }
+        self.inner
+            .serving
+            .get_or_create(&ByVersion { plugin: plugin.to_string(), version: version.to_string() })
+            .set(1);
+    }
+
+    /// The shipper's counters: what it did since the last call, and the spool's depth now.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(crate) fn shipping(&self, queued: u64, spooled: u64, sent: u64, acked: u64, duplicates: u64, dropped: u64) {
+        self.inner.ship_queued.set(queued as i64);
+        self.inner.ship_spooled.inc_by(spooled);
+        self.inner.ship_sent.inc_by(sent);
+        self.inner.ship_acked.inc_by(acked);
+        self.inner.ship_duplicates.inc_by(duplicates);
+        self.inner.ship_dropped.inc_by(dropped);
+    }
+
+    /// Whether the fleet link is up.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(crate) fn link(&self, up: bool) {
+        self.inner.link_up.set(i64::from(up));
+    }
+
+    /// A channel update of `plugin` ended in `outcome` (`promoted`, `refused`).
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(crate) fn channel_update(&self, plugin: &str, outcome: &str) {
+        let labels = ByOutcome { plugin: plugin.to_string(), outcome: outcome.to_string() };
+        self.inner.channel_updates.get_or_create(&labels).inc();
     }
 }

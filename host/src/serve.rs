@@ -29,9 +29,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// What the server serves: routers by plugin name, and the metrics they share.
@@ -40,13 +41,37 @@ pub struct AppState {
     routers: Arc<RwLock<BTreeMap<String, Arc<Router>>>>,
     metrics: Metrics,
     next_id: Arc<AtomicU64>,
+    recent: Arc<Mutex<BTreeMap<String, VecDeque<Input>>>>,
 }
+
+/// How many recent inputs per plugin [`AppState::recent`] keeps: what a
+/// candidate from the fleet channel is run on in shadow before it is promoted.
+pub const RECENT_INPUTS: usize = 64;
 
 impl AppState {
     /// A server for these routers.
     pub fn new(routers: Vec<Router>, metrics: Metrics) -> AppState {
+        for r in &routers {
+            metrics.serving(r.plugin().name(), None, r.plugin().version());
+        }
         let map = routers.into_iter().map(|r| (r.plugin().name().to_string(), Arc::new(r))).collect();
-        AppState { routers: Arc::new(RwLock::new(map)), metrics, next_id: Arc::default() }
+        AppState { routers: Arc::new(RwLock::new(map)), metrics, next_id: Arc::default(), recent: Arc::default() }
+    }
+
+    /// The last [`RECENT_INPUTS`] inputs routed to `plugin`, oldest first
+    /// (held in memory only, never written anywhere).
+    pub fn recent(&self, plugin: &str) -> Vec<Input> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(plugin).map(|q| q.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn remember(&self, plugin: &str, input: &Input) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = recent.entry(plugin.to_string()).or_default();
+        if queue.len() == RECENT_INPUTS {
+            queue.pop_front();
+        }
+        queue.push_back(input.clone());
     }
 
     /// The router for `name`.
@@ -58,7 +83,9 @@ impl AppState {
     /// requests already running finish on the old one.
     pub fn replace(&self, router: Router) {
         let name = router.plugin().name().to_string();
-        self.routers.write().unwrap_or_else(|p| p.into_inner()).insert(name, Arc::new(router));
+        let version = router.plugin().version().to_string();
+        let old = self.routers.write().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), Arc::new(router));
+        self.metrics.serving(&name, old.as_ref().map(|r| r.plugin().version()), &version);
     }
 
     /// The names of the loaded plugins.
@@ -280,11 +307,12 @@ fn words(s: &str) -> u32 {
 /// (its prompt would exceed the plugin's output cap), so it would end in a 503 that no retry fixes.
 pub const MAX_INPUT: usize = 256 << 10;
 
-async fn route_blocking(router: Arc<Router>, input: Input, mode: Mode) -> Result<Reply, Response> {
+async fn route_blocking(state: &AppState, router: Arc<Router>, input: Input, mode: Mode) -> Result<Reply, Response> {
     if input.data().len() > MAX_INPUT {
         let message = format!("the input is {} bytes; at most {MAX_INPUT} are accepted", input.data().len());
         return Err(openai_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "input_too_large", message));
     }
+    state.remember(router.plugin().name(), &input);
     tokio::task::spawn_blocking(move || router.route(&input, mode))
         .await
         .map_err(|e| openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string()))
@@ -321,7 +349,7 @@ async fn chat_completions(State(state): State<AppState>, body: Result<JsonBody<C
         );
     };
     let prompt_tokens: u32 = body.messages.iter().filter_map(|m| message_text(&m.content)).map(|t| words(&t)).sum();
-    let reply = match route_blocking(router, Input::text(text), Mode::Auto).await {
+    let reply = match route_blocking(&state, router, Input::text(text), Mode::Auto).await {
         Ok(r) => r,
         Err(response) => return response,
     };
@@ -397,7 +425,7 @@ async fn infer(
         }
         _ => return bad("invalid_body", "give exactly one of \"text\" or \"input\"".into()),
     };
-    match route_blocking(router, input, body.mode).await {
+    match route_blocking(&state, router, input, body.mode).await {
         Ok(reply) => Json(reply).into_response(),
         Err(response) => response,
     }

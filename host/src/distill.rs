@@ -294,6 +294,22 @@ pub struct LoopReport {
     pub report_calls: u64,
 }
 
+/// The loop's teacher: its cloud client, each answer remembered ([`Loop::teacher`]).
+pub type Teacher = Arc<Memo<Arc<dyn CloudClient>>>;
+
+/// What one [`Loop::step`] did.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The version trained, calibrated and packed (signed when a key is configured).
+    pub candidate: VerifiedPackage,
+    /// The gate's report on it against the live version.
+    pub report: gate::Report,
+    /// Whether it was promoted into the live directory.
+    pub promoted: bool,
+    /// Its shadow disagreements with the live version on the check inputs.
+    pub shadow_disagreements: usize,
+}
+
 /// The loop over one live package.
 pub struct Loop<'a> {
     runtime: &'a Runtime,
@@ -339,20 +355,17 @@ impl<'a> Loop<'a> {
 
     /// Runs every round, calling `on_round` with each row as it is done.
     pub fn run(&self, data: &LoopData, mut on_round: impl FnMut(&Round)) -> Result<LoopReport> {
-        let check_teacher = Arc::new(Memo::new(self.cloud.clone()));
-        let report_teacher = Arc::new(Memo::new(self.cloud.clone()));
+        let check_teacher = self.teacher();
+        let report_teacher = self.teacher();
         let mut paid: u64 = 0;
         let mut logs: Vec<PathBuf> = Vec::new();
         let mut rows = Vec::new();
 
         if self.config.cold_start {
-            let live = self.runtime.verify(&self.live_dir)?;
-            let version = first_version(&live.manifest().plugin.version);
-            let candidate = self.candidate(&live, 0, &version, &[], data, &check_teacher)?;
-            install_ungated(&candidate, &self.live_dir)?;
+            self.cold_start(data, &check_teacher)?;
         }
         let mut live = self.runtime.load(&self.live_dir)?;
-        let measure = |plugin: &Plugin, teacher: &Arc<Memo<Arc<dyn CloudClient>>>, rows: &[Row]| {
+        let measure = |plugin: &Plugin, teacher: &Teacher, rows: &[Row]| {
             let router = self.replay_router(plugin.clone(), teacher.clone(), plugin.manifest().policy.threshold);
             self.measure(&eval::observe(&router, rows, || {}), router.config().threshold)
         };
@@ -383,25 +396,17 @@ impl<'a> Loop<'a> {
             paid += served.cloud_calls as u64;
             logs.push(log_path);
 
-            let live_package = self.runtime.verify(&self.live_dir)?;
-            let version = next_version(live.version());
-            let candidate_package = self.candidate(&live_package, round, &version, &logs, data, &check_teacher)?;
-            let candidate = self.runtime.load_verified(candidate_package.clone())?;
-            let disagreements = self.shadow(&live, &candidate, &data.check);
-            let live_router = self.replay_router(live.clone(), check_teacher.clone(), live.manifest().policy.threshold);
-            let threshold = candidate.manifest().policy.threshold;
-            let candidate_router = self.replay_router(candidate, check_teacher.clone(), threshold);
-            let report = gate::evaluate(&live_router, &candidate_router, &data.check, self.config.gate_rule(), || {})?;
-            if gate::apply(&report, &candidate_package, &self.live_dir)? {
+            let step = self.step(round, &logs, data, &check_teacher)?;
+            if step.promoted {
                 live = self.runtime.load(&self.live_dir)?;
             }
             let row = Round {
                 round,
                 served_by: Some(served_by),
                 served: Some(served),
-                candidate: Some(version),
-                verdict: Some(report.verdict),
-                shadow_disagreements: Some(disagreements),
+                candidate: Some(step.candidate.manifest().plugin.version.clone()),
+                verdict: Some(step.report.verdict),
+                shadow_disagreements: Some(step.shadow_disagreements),
                 version: live.version().to_string(),
                 threshold: live.manifest().policy.threshold,
                 model_bytes: live.model_bytes(),
@@ -413,6 +418,45 @@ impl<'a> Loop<'a> {
             rows.push(row);
         }
         Ok(LoopReport { plugin: live.name().to_string(), rounds: rows, report_calls: report_teacher.calls() })
+    }
+
+    /// A teacher for [`cold_start`](Loop::cold_start) and
+    /// [`step`](Loop::step): the loop's cloud, each answer remembered, so
+    /// every step compares versions on the same teacher answers and pays for
+    /// each check row once.
+    pub fn teacher(&self) -> Teacher {
+        Arc::new(Memo::new(self.cloud.clone()))
+    }
+
+    /// The cold start: trains the first model from the seed alone, calibrates
+    /// it on the check set, and installs it into the live directory ungated
+    /// (it has nothing to be compared with). Returns the installed package.
+    pub fn cold_start(&self, data: &LoopData, teacher: &Teacher) -> Result<VerifiedPackage> {
+        let live = self.runtime.verify(&self.live_dir)?;
+        let version = first_version(&live.manifest().plugin.version);
+        let candidate = self.candidate(&live, 0, &version, &[], data, teacher)?;
+        install_ungated(&candidate, &self.live_dir)?;
+        self.runtime.verify(&self.live_dir)
+    }
+
+    /// The part of a round after serving: retrains on the seed plus `logs`
+    /// (escalation-log JSONL: the loop's own, or what a fleet shipped),
+    /// packs and calibrates the next version, runs it in shadow beside the
+    /// live one on the check inputs, gates it through the cascade on the
+    /// check set, and promotes it into the live directory if the gate says so.
+    pub fn step(&self, round: usize, logs: &[PathBuf], data: &LoopData, teacher: &Teacher) -> Result<Step> {
+        let live = self.runtime.load(&self.live_dir)?;
+        let live_package = self.runtime.verify(&self.live_dir)?;
+        let version = next_version(live.version());
+        let candidate_package = self.candidate(&live_package, round, &version, logs, data, teacher)?;
+        let candidate = self.runtime.load_verified(candidate_package.clone())?;
+        let shadow_disagreements = self.shadow(&live, &candidate, &data.check);
+        let live_router = self.replay_router(live.clone(), teacher.clone(), live.manifest().policy.threshold);
+        let threshold = candidate.manifest().policy.threshold;
+        let candidate_router = self.replay_router(candidate, teacher.clone(), threshold);
+        let report = gate::evaluate(&live_router, &candidate_router, &data.check, self.config.gate_rule(), || {})?;
+        let promoted = gate::apply(&report, &candidate_package, &self.live_dir)?;
+        Ok(Step { candidate: candidate_package, report, promoted, shadow_disagreements })
     }
 
     /// Serves `rows` through the cascade with the log on.
@@ -447,7 +491,7 @@ impl<'a> Loop<'a> {
         version: &str,
         logs: &[PathBuf],
         data: &LoopData,
-        teacher: &Arc<Memo<Arc<dyn CloudClient>>>,
+        teacher: &Teacher,
     ) -> Result<VerifiedPackage> {
         let dir = self.work_dir.join(format!("round-{round}"));
         let model_dir = dir.join("model");
@@ -490,7 +534,7 @@ impl<'a> Loop<'a> {
     }
 
     /// A router that replays rows against the remembered teacher, at `threshold`, answer cache off.
-    fn replay_router(&self, plugin: Plugin, teacher: Arc<Memo<Arc<dyn CloudClient>>>, threshold: f32) -> Router {
+    fn replay_router(&self, plugin: Plugin, teacher: Teacher, threshold: f32) -> Router {
         let mut config = (self.settings)(&plugin);
         config.threshold = threshold;
         config.cache_entries = 0;

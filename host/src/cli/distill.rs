@@ -32,14 +32,6 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     plugin: PathBuf,
 
-    /// The gold training seed, JSONL {"text", "label"}: the few hundred examples the operator has.
-    #[arg(long, value_name = "FILE")]
-    seed: PathBuf,
-
-    /// Gold JSONL rows for the gate and the threshold, never trained on (the rest of the gold examples).
-    #[arg(long, value_name = "FILE")]
-    check: PathBuf,
-
     /// The traffic, JSONL {"text"} (a "label", if present, is only used to report served accuracy).
     #[arg(long, value_name = "FILE")]
     stream: PathBuf,
@@ -52,38 +44,6 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 4)]
     rounds: usize,
 
-    /// Train the first model from --seed alone and install it before round 1 (no small model yet).
-    #[arg(long)]
-    cold_start: bool,
-
-    /// The trainer's command line; the loop appends --seed, --log, --out and --version.
-    #[arg(long, value_name = "COMMAND", default_value = "python3 models/pipeline/distill.py")]
-    trainer: String,
-
-    /// Where logs, models and candidate packages go [default: a `distill` directory beside --plugin].
-    #[arg(long, value_name = "DIR")]
-    work: Option<PathBuf>,
-
-    /// Each candidate's threshold: testing from the top down, the lowest at which the cascade keeps
-    /// this fraction of the large model's accuracy on --check...
-    #[arg(long, value_name = "X", default_value_t = 0.99)]
-    calibrate_to: f64,
-
-    /// ...in all but this share of bootstrap resamples of --check (0: on --check itself, which is
-    /// noisy for a few hundred rows; see models/LOOP.md).
-    #[arg(long, value_name = "Q", default_value_t = 0.1)]
-    calibration_quantile: f64,
-
-    /// Gate on accuracy instead of cost: promote a candidate whose cascade accuracy on --check is at
-    /// most X below the live one's, whatever it serves locally [default: promote a candidate that is
-    /// no less accurate, or that serves more locally and still meets the calibration target].
-    #[arg(long, value_name = "X")]
-    no_less_accurate: Option<f64>,
-
-    /// Sign every candidate with this ed25519 key (from `edgecascade keygen`).
-    #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
-
     /// Write the round-by-round curve here as SVG.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
@@ -93,49 +53,120 @@ pub struct Args {
     json: bool,
 
     #[command(flatten)]
+    pub(super) learn: LoopArgs,
+
+    #[command(flatten)]
     cascade: CascadeArgs,
+}
+
+/// How the loop learns: the data it starts from, the trainer, calibration, the gate and signing.
+/// Shared by `distill` and `fleet train`.
+#[derive(clap::Args, Clone)]
+pub struct LoopArgs {
+    /// The gold training seed, JSONL {"text", "label"}: the few hundred examples the operator has.
+    #[arg(long, value_name = "FILE")]
+    pub(super) seed: PathBuf,
+
+    /// Gold JSONL rows for the gate and the threshold, never trained on (the rest of the gold examples).
+    #[arg(long, value_name = "FILE")]
+    pub(super) check: PathBuf,
+
+    /// Train the first model from --seed alone and install it before round 1 (no small model yet).
+    #[arg(long)]
+    pub(super) cold_start: bool,
+
+    /// The trainer's command line; the loop appends --seed, --log, --out and --version.
+    #[arg(long, value_name = "COMMAND", default_value = "python3 models/pipeline/distill.py")]
+    pub(super) trainer: String,
+
+    /// Where logs, models and candidate packages go [default: a `distill` directory beside --plugin].
+    #[arg(long, value_name = "DIR")]
+    pub(super) work: Option<PathBuf>,
+
+    /// Each candidate's threshold: testing from the top down, the lowest at which the cascade keeps
+    /// this fraction of the large model's accuracy on --check...
+    #[arg(long, value_name = "X", default_value_t = 0.99)]
+    pub(super) calibrate_to: f64,
+
+    /// ...in all but this share of bootstrap resamples of --check (0: on --check itself, which is
+    /// noisy for a few hundred rows; see models/LOOP.md).
+    #[arg(long, value_name = "Q", default_value_t = 0.1)]
+    pub(super) calibration_quantile: f64,
+
+    /// Gate on accuracy instead of cost: promote a candidate whose cascade accuracy on --check is at
+    /// most X below the live one's, whatever it serves locally [default: promote a candidate that is
+    /// no less accurate, or that serves more locally and still meets the calibration target].
+    #[arg(long, value_name = "X")]
+    pub(super) no_less_accurate: Option<f64>,
+
+    /// Sign every candidate with this ed25519 key (from `edgecascade keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub(super) key: Option<PathBuf>,
+}
+
+impl LoopArgs {
+    /// The trainer, checked: a missing Python package should not surface after a round of serving.
+    pub fn trainer(&self) -> anyhow::Result<CommandTrainer> {
+        let argv: Vec<String> = self.trainer.split_whitespace().map(str::to_string).collect();
+        anyhow::ensure!(!argv.is_empty(), "--trainer is empty");
+        let trainer = CommandTrainer::new(argv);
+        trainer.check().context("the trainer cannot run here (for the project's trainer: bash models/setup.sh)")?;
+        Ok(trainer)
+    }
+
+    /// The loop's configuration for `rounds` rounds.
+    pub fn config(&self, rounds: usize, audit_rate: Option<f64>) -> anyhow::Result<LoopConfig> {
+        anyhow::ensure!(
+            (0.0..=1.5).contains(&self.calibrate_to),
+            "--calibrate-to {} is outside 0..1.5",
+            self.calibrate_to
+        );
+        anyhow::ensure!(
+            (0.0..=0.5).contains(&self.calibration_quantile),
+            "--calibration-quantile {} is outside 0..0.5",
+            self.calibration_quantile
+        );
+        Ok(LoopConfig {
+            rounds,
+            cold_start: self.cold_start,
+            calibration: if self.calibration_quantile > 0.0 {
+                Target::AccuracyOfCloudLowerBound { fraction: self.calibrate_to, quantile: self.calibration_quantile }
+            } else {
+                Target::AccuracyOfCloud(self.calibrate_to)
+            },
+            gate: match self.no_less_accurate {
+                Some(tolerance) => distill::LoopGate::NoLessAccurate { tolerance },
+                None => distill::LoopGate::BetterOrCheaper,
+            },
+            audit_rate,
+            signing_key: self.key.as_deref().map(edgecascade::plugin::signing_key).transpose()?,
+            ..LoopConfig::default()
+        })
+    }
+
+    /// The check rows, and a check that the seed has examples.
+    pub fn gold(&self) -> anyhow::Result<Vec<Row>> {
+        anyhow::ensure!(read_rows(&self.seed, None)?.len() > 1, "{} needs gold examples", self.seed.display());
+        let check = read_rows(&self.check, None)?;
+        anyhow::ensure!(!check.is_empty(), "{} has no rows", self.check.display());
+        Ok(check)
+    }
 }
 
 pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let cloud = args.cascade.client()?.context("distill needs --cloud URL: the large model labels the escalations")?;
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
-    anyhow::ensure!((0.0..=1.5).contains(&args.calibrate_to), "--calibrate-to {} is outside 0..1.5", args.calibrate_to);
-    anyhow::ensure!(
-        (0.0..=0.5).contains(&args.calibration_quantile),
-        "--calibration-quantile {} is outside 0..0.5",
-        args.calibration_quantile
-    );
-    let argv: Vec<String> = args.trainer.split_whitespace().map(str::to_string).collect();
-    anyhow::ensure!(!argv.is_empty(), "--trainer is empty");
-    let trainer = CommandTrainer::new(argv);
-    // Up front: a missing Python package should not surface after a round of serving.
-    trainer.check().context("the trainer cannot run here (for the project's trainer: bash models/setup.sh)")?;
+    let learn = &args.learn;
+    let config = learn.config(args.rounds, args.cascade.audit_rate)?;
+    let trainer = learn.trainer()?;
     let data = LoopData {
-        seed: args.seed.clone(),
-        check: read_rows(&args.check, None)?,
+        seed: learn.seed.clone(),
+        check: learn.gold()?,
         stream: read_stream(&args.stream)?,
         report: args.report.as_ref().map(|p| read_rows(p, None)).transpose()?,
     };
-    anyhow::ensure!(read_rows(&args.seed, None)?.len() > 1, "{} needs gold examples", args.seed.display());
-    anyhow::ensure!(!data.check.is_empty(), "{} has no rows", args.check.display());
     anyhow::ensure!(data.stream.len() >= args.rounds, "{} has fewer rows than rounds", args.stream.display());
-    let work = args.work.clone().unwrap_or_else(|| sibling(&args.plugin, "distill"));
-    let config = LoopConfig {
-        rounds: args.rounds,
-        cold_start: args.cold_start,
-        calibration: if args.calibration_quantile > 0.0 {
-            Target::AccuracyOfCloudLowerBound { fraction: args.calibrate_to, quantile: args.calibration_quantile }
-        } else {
-            Target::AccuracyOfCloud(args.calibrate_to)
-        },
-        gate: match args.no_less_accurate {
-            Some(tolerance) => distill::LoopGate::NoLessAccurate { tolerance },
-            None => distill::LoopGate::BetterOrCheaper,
-        },
-        audit_rate: args.cascade.audit_rate,
-        signing_key: args.key.as_deref().map(edgecascade::plugin::signing_key).transpose()?,
-        ..LoopConfig::default()
-    };
+    let work = learn.work.clone().unwrap_or_else(|| sibling(&args.plugin, "distill"));
     let runtime = global.runtime()?;
     // Compile once up front, with the progress line, so rounds only load from the cache.
     let first = super::load_with_progress(&runtime, runtime.verify(&args.plugin)?)?;
@@ -150,7 +181,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         "distill: {} rounds over {} stream rows; seed {}, check {} rows; measured on the {split} split; work in {}",
         args.rounds,
         data.stream.len(),
-        args.seed.display(),
+        learn.seed.display(),
         data.check.len(),
         work.display()
     );
@@ -176,7 +207,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Stream rows: like eval's rows, but the label may be missing (traffic is unlabelled).
-fn read_stream(path: &Path) -> anyhow::Result<Vec<Row>> {
+pub(super) fn read_stream(path: &Path) -> anyhow::Result<Vec<Row>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -196,7 +227,7 @@ fn read_stream(path: &Path) -> anyhow::Result<Vec<Row>> {
 }
 
 /// `dir`'s sibling named `<dir name>-<suffix>`.
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+pub(super) fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
     dir.with_file_name(format!("{name}-{suffix}"))
 }

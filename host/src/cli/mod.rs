@@ -6,6 +6,7 @@ mod cascade;
 mod compile;
 mod distill;
 mod eval;
+mod fleet;
 #[cfg(feature = "inspect")]
 mod inspect;
 mod pack;
@@ -71,6 +72,7 @@ enum Command {
     Calibrate(eval::CalibrateArgs),
     Promote(promote::Args),
     Distill(distill::Args),
+    Fleet(fleet::Args),
     #[cfg(feature = "inspect")]
     Inspect(inspect::Args),
     Pack(pack::Args),
@@ -139,6 +141,7 @@ pub fn main() -> ExitCode {
         Command::Calibrate(args) => eval::run_calibrate(&cli.global, args),
         Command::Promote(args) => promote::run(&cli.global, args),
         Command::Distill(args) => distill::run(&cli.global, args),
+        Command::Fleet(args) => fleet::run(&cli.global, args),
         #[cfg(feature = "inspect")]
         Command::Inspect(args) => inspect::run(&cli.global, args),
         Command::Pack(args) => pack::run(args),

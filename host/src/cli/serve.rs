@@ -16,7 +16,10 @@ use std::process::ExitCode;
     # An edge gateway that escalates to it:\n  \
     edgecascade serve --listen 127.0.0.1:8081 --plugin target/plugins/news-topic --cloud http://127.0.0.1:8080/v1\n  \
     # A candidate in shadow, and hot reload for when `edgecascade promote` replaces the live package:\n  \
-    edgecascade serve --plugin live/sentiment --shadow target/plugins/sentiment-1.1.0 --watch\n\n\
+    edgecascade serve --plugin live/sentiment --shadow target/plugins/sentiment-1.1.0 --watch\n  \
+    # A device in a fleet: records shipped to NATS JetStream, new versions taken from its channel:\n  \
+    edgecascade serve --plugin live/sentiment --cloud http://gateway:8080/v1 --nats nats://10.0.0.5:4222 \\\n    \
+    --device-id shop-17 --trust release.pub\n\n\
     Routes: POST /v1/chat/completions (model = plugin name), POST /v1/plugins/{name}/infer,\n\
     GET /v1/models, GET /healthz, GET /metrics. Once listening, the first line on stdout is\n\
     `listening on http://ADDR`. SIGINT or SIGTERM stops accepting and drains in-flight requests.")]
@@ -52,44 +55,60 @@ pub struct Args {
 
     #[command(flatten)]
     cascade: CascadeArgs,
+
+    #[command(flatten)]
+    fleet: super::fleet::DeviceArgs,
 }
 
 pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let runtime = global.runtime()?;
     let metrics = edgecascade::Metrics::default();
     let cloud = args.cascade.client()?;
+    // A device in a fleet: every router logs into the spool that the shipper drains.
+    let device = match &args.fleet.nats {
+        Some(_) => {
+            let id = args.fleet.device_id()?;
+            let dir = args.fleet.fleet_dir.join("spool");
+            let spool = edgecascade::spool::Spool::open(&dir, args.fleet.spool_cap())
+                .with_context(|| format!("opening the spool in {}", dir.display()))?;
+            Some((id, std::sync::Arc::new(spool)))
+        }
+        None => None,
+    };
+    let spool = device.as_ref().map(|(_, spool)| spool.clone());
+    let build = {
+        let (cascade, cloud, metrics) = (args.cascade.clone(), cloud.clone(), metrics.clone());
+        move |plugin: edgecascade::Plugin| -> anyhow::Result<edgecascade::Router> {
+            let router = cascade.router(plugin, cloud.clone(), metrics.clone())?;
+            Ok(match &spool {
+                Some(spool) => router.with_log(edgecascade::router::EscalationLog::spooled(spool.clone())),
+                None => router,
+            })
+        }
+    };
     let mut routers = Vec::new();
+    let mut dirs = Vec::new();
     for dir in &args.plugins {
         let package = runtime.verify(dir)?;
         let plugin = super::load_with_progress(&runtime, package)?;
-        routers.push(args.cascade.router(plugin, cloud.clone(), metrics.clone())?);
+        dirs.push((plugin.name().to_string(), dir.clone()));
+        routers.push(build(plugin)?);
     }
     let shadows = load_shadows(&runtime, &args.shadows, &routers)?;
     let routers = routers.into_iter().map(|r| shadows.attach(r)).collect();
     let state = edgecascade::serve::AppState::new(routers, metrics.clone());
+    let make: edgecascade::serve::MakeRouter = std::sync::Arc::new(move |plugin| {
+        let router = build(plugin).map_err(|e| format!("{e:#}"))?;
+        Ok(shadows.attach(router))
+    });
     if args.watch {
-        let cascade = args.cascade.clone();
-        let make: edgecascade::serve::MakeRouter = std::sync::Arc::new(move |plugin| {
-            let router = cascade.router(plugin, cloud.clone(), metrics.clone()).map_err(|e| format!("{e:#}"))?;
-            Ok(shadows.attach(router))
-        });
         edgecascade::serve::watch(
             state.clone(),
             runtime.clone(),
             args.plugins.clone(),
-            make,
+            make.clone(),
             args.watch_interval,
-            |r| match r {
-                edgecascade::serve::Reload::Swapped { plugin, from, to } => {
-                    tracing::warn!("reloaded {plugin}: {from} -> {to}")
-                }
-                edgecascade::serve::Reload::Refused { dir, error } => {
-                    tracing::error!(
-                        "refused the new package in {}: {error}; the old version keeps serving",
-                        dir.display()
-                    )
-                }
-            },
+            report_reload,
         );
     }
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -98,6 +117,9 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
+        if let (Some(url), Some((id, spool))) = (&args.fleet.nats, device) {
+            join_fleet(url, id, spool, &args.fleet, &state, &runtime, make, &metrics, &dirs).await?;
+        }
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
@@ -109,6 +131,46 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn report_reload(reload: edgecascade::serve::Reload) {
+    match reload {
+        edgecascade::serve::Reload::Swapped { plugin, from, to } => tracing::warn!("reloaded {plugin}: {from} -> {to}"),
+        edgecascade::serve::Reload::Refused { dir, error } => {
+            tracing::error!("refused the new package for {}: {error}; the old version keeps serving", dir.display())
+        }
+    }
+}
+
+/// Starts the shipper and, unless --no-follow, a channel follower per served plugin.
+#[allow(clippy::too_many_arguments)]
+async fn join_fleet(
+    url: &str,
+    id: String,
+    spool: std::sync::Arc<edgecascade::spool::Spool>,
+    args: &super::fleet::DeviceArgs,
+    state: &edgecascade::serve::AppState,
+    runtime: &edgecascade::Runtime,
+    make: edgecascade::serve::MakeRouter,
+    metrics: &edgecascade::Metrics,
+    dirs: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
+    use edgecascade::fleet::{Fleet, channel, ship};
+    let fleet = Fleet::connect(url, &format!("edgecascade-device-{id}"), metrics.clone()).await?;
+    tracing::info!("device {id} joins the fleet at {url}; spool {}", spool.dir().display());
+    tokio::spawn(ship::ship(fleet.clone(), spool, id, metrics.clone()));
+    if args.no_follow {
+        return Ok(());
+    }
+    let device =
+        channel::Device { state: state.clone(), runtime: runtime.clone(), make_router: make, metrics: metrics.clone() };
+    let staging = args.fleet_dir.join("staging");
+    for (name, dir) in dirs {
+        let follow =
+            channel::follow(fleet.clone(), device.clone(), name.clone(), dir.clone(), staging.clone(), report_reload);
+        tokio::spawn(follow);
+    }
+    Ok(())
 }
 
 /// Loads the --shadow candidates; each must shadow a served plugin, one candidate per plugin.

@@ -17,6 +17,7 @@ mod cli;
 mod distill;
 mod edge;
 mod faults;
+mod fleet;
 mod hostile;
 mod hostile_wat;
 mod models;

@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod fleet;
+
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
@@ -22,6 +24,9 @@ tasks:
             the texts it labels: --scenario cold (from 300 gold examples), drift (a topic the
             seed never saw arrives), warm (the shipped model); --task sentiment|news;
             --rounds N (4); --audit-rate X; --hard (hard labels only, the ablation)
+  fleet     a fleet on 127.0.0.1: nats-server (JetStream), a teacher tier, --devices N (8) devices
+            each serving a shard of the stream, and the trainer, over --rounds N (3); one device is
+            cut off for a round and must catch up with nothing lost
   fuzz      every property target in tests/e2e/robustness.rs, one after another, each for
             --minutes N (default 10); the case counts go to stderr (see FUZZING.md)";
 
@@ -62,6 +67,10 @@ fn run_task() -> Result<()> {
         "load" => {
             project.plugins(HostBuild::Binary)?;
             project.load(&rest)
+        }
+        "fleet" => {
+            project.plugins(HostBuild::Binary)?;
+            fleet::run(&project, &fleet::Options::parse(&rest)?)
         }
         "fuzz" => {
             project.plugins(HostBuild::WithTests)?;
@@ -307,6 +316,8 @@ impl Project {
         }
         // The distillation-loop test runs the real trainer (models/pipeline/distill.py).
         self.ensure_python_tools()?;
+        // The fleet tests start a real NATS JetStream server.
+        let nats_server = fleet::nats_server()?;
         step("guest SDK and ABI unit tests (native)");
         run(Command::new("cargo")
             .current_dir(self.root.join("guest"))
@@ -329,8 +340,13 @@ impl Project {
             .env("EDGECASCADE_AARCH64_KEY", edge_key)
             .env("EDGECASCADE_PLUGINS", self.plugins_dir())
             .env("EDGECASCADE_CACHE_DIR", self.target.join("module-cache"))
+            .env("EDGECASCADE_NATS_SERVER", &nats_server)
             .args(["test", "--release", "--workspace"])
             .args(rest))?;
+        if rest.is_empty() {
+            step("a CI-sized fleet: 2 devices, 1 round, one device cut off and caught up (cargo xtask fleet)");
+            fleet::run(self, &fleet::Options { devices: 2, rounds: 1, offline: 1 })?;
+        }
         Ok(())
     }
 

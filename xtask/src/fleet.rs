@@ -24,6 +24,8 @@ pub struct Options {
     pub rounds: usize,
     /// The device whose link is cut in round 2 (or round 1 when there is one round).
     pub offline: usize,
+    /// Requests served over all rounds, from the head of the stream (`None`: all of it).
+    pub requests: Option<usize>,
 }
 
 impl Options {
@@ -35,7 +37,9 @@ impl Options {
                 .transpose()
                 .map(|v| v.unwrap_or(default))
         };
-        let options = Options { devices: number("--devices", 8)?, rounds: number("--rounds", 3)?, offline: 1 };
+        let requests = flag("--requests").map(|v| v.parse().with_context(|| format!("--requests {v}"))).transpose()?;
+        let options =
+            Options { devices: number("--devices", 8)?, rounds: number("--rounds", 3)?, offline: 1, requests };
         ensure!(options.devices >= 2, "--devices must be at least 2 (one of them goes offline)");
         ensure!(options.rounds >= 1, "--rounds must be at least 1");
         Ok(options)
@@ -232,6 +236,7 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| (v["text"].as_str().unwrap_or("").to_string(), v["label"].as_str().unwrap_or("").to_string()))
+        .take(options.requests.unwrap_or(usize::MAX))
         .collect();
     let shards: Vec<Vec<(String, String)>> =
         (0..options.devices).map(|d| rows.iter().skip(d).step_by(options.devices).cloned().collect()).collect();
@@ -322,6 +327,13 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
             .and_then(|e| e["collected"]["received"].as_u64())
             .unwrap_or(0);
         trained_on = events.iter().find_map(|e| e["collected"]["total"].as_u64()).unwrap_or(trained_on);
+        // The late records can be enough for another round: every device must then promote it.
+        if let Some(new) = published(&events) {
+            version = new;
+            for device in &devices {
+                wait(&format!("{} to promote {version}", device.id), || device.serves(&version).unwrap_or(false))?;
+            }
+        }
     }
 
     step("a package signed by a key no device trusts is published on the channel");

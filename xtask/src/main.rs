@@ -26,7 +26,7 @@ tasks:
             --rounds N (4); --audit-rate X; --hard (hard labels only, the ablation)
   fleet     a fleet on 127.0.0.1: nats-server (JetStream), a teacher tier, --devices N (8) devices
             each serving a shard of the stream, and the trainer, over --rounds N (3); one device is
-            cut off for a round and must catch up with nothing lost
+            cut off for a round and must catch up with nothing lost; --requests N (all)
   fuzz      every property target in tests/e2e/robustness.rs, one after another, each for
             --minutes N (default 10); the case counts go to stderr (see FUZZING.md)";
 
@@ -345,7 +345,8 @@ impl Project {
             .args(rest))?;
         if rest.is_empty() {
             step("a CI-sized fleet: 2 devices, 1 round, one device cut off and caught up (cargo xtask fleet)");
-            fleet::run(self, &fleet::Options { devices: 2, rounds: 1, offline: 1 })?;
+            // CI-sized: the whole stream over a cold start takes the teacher tier ~10 min here.
+            fleet::run(self, &fleet::Options { devices: 2, rounds: 1, offline: 1, requests: Some(600) })?;
         }
         Ok(())
     }

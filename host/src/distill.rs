@@ -428,6 +428,13 @@ impl<'a> Loop<'a> {
         Arc::new(Memo::new(self.cloud.clone()))
     }
 
+    /// [`teacher`](Loop::teacher), with its answers also kept in `path`
+    /// ([`Memo::remembered_in`]): a loop run again, such as the fleet
+    /// trainer's next round, pays for each check row once in all.
+    pub fn teacher_remembered_in(&self, path: &Path) -> Result<Teacher> {
+        Ok(Arc::new(Memo::remembered_in(self.cloud.clone(), path).map_err(|e| Error::io(path, e))?))
+    }
+
     /// The cold start: trains the first model from the seed alone, calibrates
     /// it on the check set, and installs it into the live directory ungated
     /// (it has nothing to be compared with). Returns the installed package.

@@ -329,3 +329,56 @@ impl Metrics {
         self.inner.channel_updates.get_or_create(&labels).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use std::collections::BTreeSet;
+
+    /// The series names the registry can expose, from its `# TYPE` lines.
+    fn exposed() -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for line in Metrics::default().render().lines() {
+            let mut words = line.strip_prefix("# TYPE ").unwrap_or_default().split_whitespace();
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else { continue };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        }
+        names
+    }
+
+    /// The Grafana dashboard must only chart metrics that exist, so that a rename breaks this test
+    /// and not an operator's dashboard.
+    #[test]
+    fn the_grafana_dashboard_charts_only_exposed_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana/edgecascade-fleet.json")).unwrap();
+        let exposed = exposed();
+        let metric = regex::Regex::new(r"edgecascade_[a-z_]+").unwrap();
+        let mut used = BTreeSet::new();
+        let mut queries = vec![];
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                queries.push(target["expr"].as_str().unwrap().to_string());
+            }
+        }
+        for variable in dashboard["templating"]["list"].as_array().unwrap() {
+            queries.extend(variable["definition"].as_str().map(str::to_string));
+        }
+        for query in &queries {
+            used.extend(metric.find_iter(query).map(|m| m.as_str().to_string()));
+        }
+        let unknown: Vec<_> = used.iter().filter(|m| !exposed.contains(*m)).collect();
+        assert!(unknown.is_empty(), "the dashboard charts metrics /metrics does not expose: {unknown:?}");
+        // Every shipping counter the fleet docs promise is on the dashboard.
+        for name in
+            ["ship_queued", "ship_sent_total", "ship_acknowledged_total", "ship_dropped_total", "package_version"]
+        {
+            assert!(used.contains(&format!("edgecascade_{name}")), "edgecascade_{name} is not charted");
+        }
+    }
+}

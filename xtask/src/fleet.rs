@@ -311,7 +311,7 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
                 wait(&format!("{} to promote {version}", device.id), || device.serves(&version).unwrap_or(false))?;
             }
         }
-        table.push((round, served_by, served, received_total, trained_on, verdict, version.clone()));
+        table.push((round.to_string(), served_by, served, received_total, trained_on, verdict, version.clone()));
     }
     if cut_round == options.rounds {
         let offline = &devices[options.offline];
@@ -327,6 +327,9 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
             .and_then(|e| e["collected"]["received"].as_u64())
             .unwrap_or(0);
         trained_on = events.iter().find_map(|e| e["collected"]["total"].as_u64()).unwrap_or(trained_on);
+        let round_event = events.iter().find(|e| e["event"] == "round");
+        let verdict = round_event.map(|r| r["verdict"].to_string()).unwrap_or_else(|| "-".into());
+        let served_by = version.clone();
         // The late records can be enough for another round: every device must then promote it.
         if let Some(new) = published(&events) {
             version = new;
@@ -334,6 +337,8 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
                 wait(&format!("{} to promote {version}", device.id), || device.serves(&version).unwrap_or(false))?;
             }
         }
+        // A row for the late records alone: nothing was served in it.
+        table.push(("late".into(), served_by, Served::default(), received_total, trained_on, verdict, version.clone()));
     }
 
     step("a package signed by a key no device trusts is published on the channel");

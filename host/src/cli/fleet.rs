@@ -203,7 +203,8 @@ fn train(global: &Global, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         args.cascade.config(plugin).unwrap_or_else(|_| CascadeConfig::for_plugin(plugin))
     };
     let the_loop = Loop::new(&runtime, cloud, settings, &trainer, &args.plugin, &work, config);
-    let teacher = the_loop.teacher();
+    // Remembered in --work: each `--once` round or restart would otherwise pay for the check set again.
+    let teacher = the_loop.teacher_remembered_in(&work.join("teacher-replies.jsonl"))?;
     let tokio = tokio()?;
     let fleet = tokio.block_on(connect(&args.nats, &format!("edgecascade-trainer-{name}")))?;
     let records = work.join("records.jsonl");

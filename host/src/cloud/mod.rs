@@ -57,7 +57,7 @@ pub struct Usage {
 }
 
 /// A large model's reply.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChatReply {
     /// The reply's text.
     pub content: String,
@@ -68,11 +68,12 @@ pub struct ChatReply {
     /// asked for with [`OpenAi::with_logprobs`]). Empty otherwise: Anthropic's
     /// Messages API returns none. The router turns them into a distribution
     /// over the plugin's labels (soft labels for the distillation loop).
+    #[serde(default)]
     pub first_token_logprobs: Vec<TokenLogprob>,
 }
 
 /// One candidate token and its natural-log probability.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenLogprob {
     /// The token's text, as the API returned it (it may carry a leading space).
     pub token: String,

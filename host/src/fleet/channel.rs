@@ -239,6 +239,8 @@ pub fn adopt(device: &Device, staging: &Path, live_dir: &Path) -> Result<Reload>
     crate::gate::install(&package, live_dir)?;
     let plugin = device.runtime.load(live_dir)?;
     let router = (device.make_router)(plugin).map_err(|reason| refuse(&live_version, reason))?;
+    // Counted before the swap, so that whoever sees the new version served also sees it counted.
+    device.metrics.channel_update(&name, "promoted");
     device.state.replace(router);
     Ok(Reload::Swapped { plugin: name, from: live_version, to: version })
 }
@@ -309,10 +311,7 @@ pub async fn follow(
             };
             let _ = std::fs::remove_dir_all(&dir);
             match adopted {
-                Ok(reload) => {
-                    device.metrics.channel_update(&plugin, "promoted");
-                    on_reload(reload);
-                }
+                Ok(reload) => on_reload(reload),
                 Err(e) => {
                     refused.insert(announcement.digest.clone());
                     device.metrics.channel_update(&plugin, "refused");

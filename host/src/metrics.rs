@@ -335,10 +335,24 @@ mod tests {
     use super::Metrics;
     use std::collections::BTreeSet;
 
-    /// The series names the registry can expose, from its `# TYPE` lines.
+    /// The series names the registry can expose, from its `# TYPE` lines. A family is rendered
+    /// only once it has a series, so each one is given one first.
     fn exposed() -> BTreeSet<String> {
+        let metrics = Metrics::default();
+        metrics.request("p", "local", 0.001);
+        metrics.escalation("p", "low_confidence");
+        metrics.cloud_error("p", "timeout");
+        metrics.budget("p", "minute", 1);
+        metrics.confidence("p", 0.5);
+        metrics.degraded("p");
+        metrics.cache_hit("p");
+        metrics.log_error("p");
+        metrics.shadow("p", "2", false);
+        metrics.audit("p", true);
+        metrics.serving("p", None, "1");
+        metrics.channel_update("p", "promoted");
         let mut names = BTreeSet::new();
-        for line in Metrics::default().render().lines() {
+        for line in metrics.render().lines() {
             let mut words = line.strip_prefix("# TYPE ").unwrap_or_default().split_whitespace();
             let (Some(name), Some(kind)) = (words.next(), words.next()) else { continue };
             let suffixes: &[&str] = match kind {

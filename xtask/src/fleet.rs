@@ -299,11 +299,10 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
         let events = train(&[])?;
         let collected = events.iter().find(|e| e["event"] == "collected").context("no collected event")?;
         received_total += collected["collected"]["received"].as_u64().unwrap_or(0);
-        let round_event = events.iter().find(|e| e["event"] == "round");
-        if let Some(r) = round_event {
+        if let Some(r) = events.iter().find(|e| e["event"] == "round") {
             trained_on = r["trained_on"].as_u64().unwrap_or(trained_on);
         }
-        let verdict = round_event.map(|r| r["verdict"].to_string()).unwrap_or_else(|| "-".into());
+        let verdict = verdict(&events);
         let served_by = version.clone();
         if let Some(new) = published(&events) {
             version = new;
@@ -327,8 +326,7 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
             .and_then(|e| e["collected"]["received"].as_u64())
             .unwrap_or(0);
         trained_on = events.iter().find_map(|e| e["collected"]["total"].as_u64()).unwrap_or(trained_on);
-        let round_event = events.iter().find(|e| e["event"] == "round");
-        let verdict = round_event.map(|r| r["verdict"].to_string()).unwrap_or_else(|| "-".into());
+        let verdict = verdict(&events);
         let served_by = version.clone();
         // The late records can be enough for another round: every device must then promote it.
         if let Some(new) = published(&events) {
@@ -447,6 +445,11 @@ fn serve_round(devices: &[Device], shards: &[Vec<(String, String)>], round: usiz
         total.correct += s.correct;
     }
     Ok(total)
+}
+
+/// The gate's verdict of the trainer's round, `-` when it ran none.
+fn verdict(events: &[serde_json::Value]) -> String {
+    events.iter().find(|e| e["event"] == "round").map(|r| r["verdict"].to_string()).unwrap_or_else(|| "-".into())
 }
 
 fn published(events: &[serde_json::Value]) -> Option<String> {

@@ -267,6 +267,8 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
     }
 
     let cut_round = if options.rounds >= 2 { 2 } else { 1 };
+    // What the offline device missed: the records it spooled, and a version published while it was cut off.
+    let (mut spooled_offline, mut missed_while_offline) = (0.0, None);
     let mut table = Vec::new();
     let mut trained_on = 0;
     let mut received_total = 0;
@@ -292,8 +294,8 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
             })?;
         }
         if round == cut_round {
-            let queued = offline.metric("edgecascade_ship_queued ")?;
-            eprintln!("{} is offline with {queued} records spooled", offline.id);
+            spooled_offline = offline.metric("edgecascade_ship_queued ")?;
+            eprintln!("{} is offline with {spooled_offline} records spooled", offline.id);
         }
         step(&format!("round {round}: the trainer collects, retrains, gates and publishes"));
         let events = train(&[])?;
@@ -306,6 +308,9 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
         let served_by = version.clone();
         if let Some(new) = published(&events) {
             version = new;
+            if round == cut_round {
+                missed_while_offline = Some(version.clone());
+            }
             for device in devices.iter().filter(|d| round != cut_round || d.id != offline.id) {
                 wait(&format!("{} to promote {version}", device.id), || device.serves(&version).unwrap_or(false))?;
             }
@@ -380,7 +385,7 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
             s.correct as f64 * 100.0 / n,
             received,
             trained,
-            verdict.trim_matches('"'),
+            verdict,
             after
         );
     }
@@ -389,9 +394,13 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
          {dropped}, received by the trainer {received_total}, trained on {trained_on}"
     );
     let offline = &devices[options.offline];
+    let caught_up = match &missed_while_offline {
+        Some(missed) => format!("it caught up to {missed}, published while it was away, and serves {version}"),
+        None => format!("no version was published while it was away; it serves {version}"),
+    };
     println!(
-        "{} was cut off in round {cut_round}; it caught up to {version}; a package signed by a stranger was refused by \
-         all {} devices",
+        "{} was cut off in round {cut_round} with {spooled_offline} records spooled, shipped on reconnect; {caught_up}; \
+         a package signed by a stranger was refused by all {} devices",
         offline.id,
         devices.len()
     );
@@ -449,7 +458,14 @@ fn serve_round(devices: &[Device], shards: &[Vec<(String, String)>], round: usiz
 
 /// The gate's verdict of the trainer's round, `-` when it ran none.
 fn verdict(events: &[serde_json::Value]) -> String {
-    events.iter().find(|e| e["event"] == "round").map(|r| r["verdict"].to_string()).unwrap_or_else(|| "-".into())
+    let Some(verdict) = events.iter().find(|e| e["event"] == "round").map(|r| &r["verdict"]) else {
+        return "-".into();
+    };
+    match (verdict["decision"].as_str(), verdict["shortfall"].as_f64()) {
+        (Some("refuse"), Some(shortfall)) => format!("refuse -{:.1}pt", shortfall * 100.0),
+        (Some(decision), _) => decision.replace('_', " "),
+        (None, _) => verdict.to_string(),
+    }
 }
 
 fn published(events: &[serde_json::Value]) -> Option<String> {

@@ -374,15 +374,20 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
         "round", "served by", "requests", "calls/1k", "local", "cascade", "received", "trained on", "gate", "after"
     );
     for (round, by, s, received, trained, verdict, after) in &table {
-        let n = s.requests.max(1) as f64;
+        let n = s.requests as f64;
+        // The late row serves nothing: no rates to show.
+        let rate = |count: u64, scale: f64, unit: &str| match s.requests {
+            0 => "-".to_string(),
+            _ => format!("{:.*}{unit}", usize::from(scale == 100.0), count as f64 * scale / n),
+        };
         println!(
-            "{:>5} {:>14} {:>9} {:>10.0} {:>7.1}% {:>8.1}% │ {:>9} {:>10} {:>10} {:>14}",
+            "{:>5} {:>14} {:>9} {:>10} {:>8} {:>9} │ {:>9} {:>10} {:>10} {:>14}",
             round,
             by,
             s.requests,
-            s.cloud_calls as f64 * 1000.0 / n,
-            s.local as f64 * 100.0 / n,
-            s.correct as f64 * 100.0 / n,
+            rate(s.cloud_calls, 1000.0, ""),
+            rate(s.local, 100.0, "%"),
+            rate(s.correct, 100.0, "%"),
             received,
             trained,
             verdict,
@@ -400,7 +405,7 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
     };
     println!(
         "{} was cut off in round {cut_round} with {spooled_offline} records spooled, shipped on reconnect; {caught_up}; \
-         a package signed by a stranger was refused by all {} devices",
+         a package signed by a stranger was refused by each of the {} devices",
         offline.id,
         devices.len()
     );

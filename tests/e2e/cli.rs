@@ -85,6 +85,70 @@ fn run_tries_a_bare_model_in_the_sandbox() {
 }
 
 #[test]
+fn run_returns_every_dtype_nan_and_infinity_bit_exact_under_the_models_names() {
+    let fixtures = repo_root().join("tests/fixtures");
+    let read = |name: String| edgecascade::Tensor::from_npy(&std::fs::read(fixtures.join(name)).unwrap()).unwrap();
+    // Inputs are given by name, small-types' out of the model's order.
+    for (model, inputs, outputs) in [
+        ("nonfinite", &["x"][..], &["y"][..]),
+        ("small-types", &["keep", "a"], &["picked", "dropped"]),
+        ("wide-types", &["d"], &["half", "squared"]),
+    ] {
+        let saved = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--mode", "local", "--model"]).arg(fixtures.join(format!("{model}.onnx")));
+        for input in inputs {
+            cmd.arg("--tensor").arg(format!("{input}={}", fixtures.join(format!("{model}.{input}.npy")).display()));
+        }
+        let out = cmd
+            .arg("--save-tensors")
+            .arg(saved.path())
+            .arg("--tensor-plugin")
+            .arg(plugin("tensor"))
+            .env("EDGECASCADE_CACHE_DIR", cache_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+        let line = &json_lines(&out.stdout)[0];
+        let printed: Vec<edgecascade::Tensor> = serde_json::from_value(line["tensors"].clone()).unwrap();
+        let names: Vec<&str> = printed.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, outputs, "{model}: the model's own output names");
+        for (output, printed) in outputs.iter().zip(&printed) {
+            // onnxruntime's output, recorded by tests/fixtures/make_fixtures.py.
+            let expected = read(format!("{model}.expected.{output}.npy"));
+            let saved =
+                edgecascade::Tensor::from_npy(&std::fs::read(saved.path().join(format!("{output}.npy"))).unwrap())
+                    .unwrap();
+            for (how, got) in [("printed", printed), ("saved", &saved)] {
+                assert_eq!(
+                    (got.data.dtype(), &got.shape, got.data.to_le_bytes()),
+                    (expected.data.dtype(), &expected.shape, expected.data.to_le_bytes()),
+                    "{model}.{output} as {how}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn run_names_the_input_that_has_the_wrong_shape() {
+    let fixtures = repo_root().join("tests/fixtures");
+    let out = Command::new(bin())
+        .args(["run", "--mode", "local", "--model"])
+        .arg(fixtures.join("affine.onnx"))
+        .arg("--tensor")
+        .arg(fixtures.join("nonfinite.x.npy"))
+        .arg("--tensor-plugin")
+        .arg(plugin("tensor"))
+        .env("EDGECASCADE_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = json_lines(&out.stdout)[0]["error"]["message"].to_string();
+    assert!(message.contains(r#"input \"x\" expects F32 of shape [1, 3], got F32 of shape [5]"#), "{message}");
+}
+
+#[test]
 fn inspect_reports_models_and_unsupported_ops() {
     let out = edgecascade(&["inspect", plugin("news-topic").to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -72,6 +72,7 @@ fn tract_value(t: &Tensor) -> TValue {
         TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).unwrap().into(),
         TensorData::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).unwrap().into(),
         TensorData::I32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).unwrap().into(),
+        other => panic!("the golden models take f32, i64 or i32, not {}", other.dtype()),
     }
 }
 

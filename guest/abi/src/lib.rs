@@ -19,6 +19,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod tensor;
+pub use tensor::{NpyError, Tensor, TensorData};
+
 /// The ABI version this crate describes. A plugin exports it from
 /// [`exports::ABI_VERSION`]; the host refuses any other value.
 pub const ABI_VERSION: u32 = 1;
@@ -125,47 +128,6 @@ pub struct Score {
     pub label: String,
     /// Its probability or score.
     pub score: f32,
-}
-
-/// A dense tensor in row-major order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tensor {
-    /// The model's name for it, if any.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    /// Its dimensions.
-    pub shape: Vec<usize>,
-    /// Its element type and values.
-    #[serde(flatten)]
-    pub data: TensorData,
-}
-
-/// The values of a [`Tensor`], tagged by element type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "dtype", content = "data", rename_all = "lowercase")]
-pub enum TensorData {
-    /// 32-bit floats.
-    F32(Vec<f32>),
-    /// 64-bit signed integers.
-    I64(Vec<i64>),
-    /// 32-bit signed integers.
-    I32(Vec<i32>),
-}
-
-impl TensorData {
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            TensorData::F32(v) => v.len(),
-            TensorData::I64(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-        }
-    }
-
-    /// Whether there are no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// How a plugin phrases its task for a large model: OpenAI-style chat messages.
@@ -486,14 +448,6 @@ mod tests {
         assert_eq!(back, req);
         assert_eq!(files, vec![&b"abc"[..], &b"de"[..]]);
         assert_eq!(decode_load(&frame[..frame.len() - 1]), Err(FrameError::Truncated));
-    }
-
-    #[test]
-    fn tensor_json_is_tagged_by_dtype() {
-        let t = Tensor { name: "x".into(), shape: vec![2], data: TensorData::F32(vec![1.0, 2.5]) };
-        let json = serde_json::to_string(&t).unwrap();
-        assert_eq!(json, r#"{"name":"x","shape":[2],"dtype":"f32","data":[1.0,2.5]}"#);
-        assert_eq!(serde_json::from_str::<Tensor>(&json).unwrap(), t);
     }
 
     #[test]

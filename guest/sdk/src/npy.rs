@@ -1,69 +1,21 @@
-//! A reader for NumPy `.npy` files (format versions 1-3): little-endian,
-//! C-order `f4`, `i8` and `i4` arrays. See numpy's `format.py` for the layout.
+//! NumPy `.npy` inputs (format versions 1-3, every dtype of
+//! [`TensorData`](crate::TensorData), little-endian, C order). The layout
+//! lives in the ABI crate ([`Tensor::from_npy`]), so host and guest read it
+//! one way.
 
-use crate::{Error, Tensor, TensorData};
+use crate::{Error, Tensor};
 
-const MAGIC: &[u8] = b"\x93NUMPY";
-
-/// Parses one `.npy` file into a tensor.
+/// Parses one `.npy` file into a tensor; a file it cannot read is a `bad_input` error that says why.
 pub fn parse(bytes: &[u8]) -> Result<Tensor, Error> {
-    let bad = |m: &str| Error::bad_input(format!("not a supported .npy file: {m}"));
-    if !bytes.starts_with(MAGIC) || bytes.len() < 10 {
-        return Err(bad("missing the \\x93NUMPY magic"));
-    }
-    let (header_len, header_start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-        v => return Err(bad(&format!("format version {v}"))),
-    };
-    let header = bytes
-        .get(header_start..header_start.saturating_add(header_len))
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
-    let descr = field(header, "descr").ok_or_else(|| bad("no descr"))?;
-    let descr = descr
-        .strip_prefix(['\'', '"'])
-        .and_then(|d| d.split(['\'', '"']).next())
-        .ok_or_else(|| bad("descr is not a string"))?;
-    if field(header, "fortran_order").is_some_and(|f| f.starts_with("True")) {
-        return Err(bad("Fortran order; save with np.ascontiguousarray"));
-    }
-    let shape_text = field(header, "shape").ok_or_else(|| bad("no shape"))?;
-    let inner = shape_text.trim_start_matches('(');
-    let inner = &inner[..inner.find(')').ok_or_else(|| bad("unterminated shape"))?];
-    let shape = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad("shape is not integers")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("shape overflows"))?;
-    let body = &bytes[header_start + header_len..];
-    let data = match descr {
-        "<f4" => TensorData::F32(read(body, count, f32::from_le_bytes).ok_or_else(|| bad("short data"))?),
-        "<i8" => TensorData::I64(read(body, count, i64::from_le_bytes).ok_or_else(|| bad("short data"))?),
-        "<i4" => TensorData::I32(read(body, count, i32::from_le_bytes).ok_or_else(|| bad("short data"))?),
-        other => return Err(bad(&format!("dtype {other}; use <f4, <i8 or <i4"))),
-    };
-    Ok(Tensor { name: String::new(), shape, data })
-}
-
-/// The text after `'key':` in the header dict, up to the end of the header.
-fn field<'h>(header: &'h str, key: &str) -> Option<&'h str> {
-    let at = header.find(&format!("'{key}'"))?;
-    let rest = &header[at + key.len() + 2..];
-    Some(rest.trim_start().strip_prefix(':')?.trim_start())
-}
-
-fn read<T, const N: usize>(body: &[u8], count: usize, f: fn([u8; N]) -> T) -> Option<Vec<T>> {
-    let needed = count.checked_mul(N)?;
-    let body = body.get(..needed)?;
-    Some(body.chunks_exact(N).map(|c| f(c.try_into().unwrap())).collect())
+    Tensor::from_npy(bytes).map_err(|e| Error::bad_input(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TensorData;
+
+    const MAGIC: &[u8] = b"\x93NUMPY";
 
     fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
         let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");

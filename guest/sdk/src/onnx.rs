@@ -3,7 +3,7 @@
 use crate::Error;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
-pub use tract_onnx::prelude::{TValue, TVec, Tensor as TractTensor, TractError, tvec};
+pub use tract_onnx::prelude::{DatumType, TValue, TVec, Tensor as TractTensor, TractError, f16, tvec};
 
 /// A loaded, optimized ONNX model with a reusable run state.
 ///
@@ -13,6 +13,8 @@ pub struct OnnxModel {
     state: TypedSimpleState,
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// What each input must be, from the optimized graph: checked on every run.
+    input_facts: Vec<TypedFact>,
 }
 
 impl OnnxModel {
@@ -24,12 +26,17 @@ impl OnnxModel {
         if !unsupported.is_empty() {
             return Err(Error::model(format!("unsupported ONNX ops: {}", unsupported.join(", "))));
         }
-        let model = model.into_optimized().map_err(model_error)?;
+        // The ONNX graph's own names: optimizing renames nodes (`y` becomes `y.low`).
         let inputs = names(&model, model.input_outlets().map_err(model_error)?);
         let outputs = names(&model, model.output_outlets().map_err(model_error)?);
+        let model = model.into_optimized().map_err(model_error)?;
+        let input_facts = (0..inputs.len())
+            .map(|i| model.input_fact(i).cloned())
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(model_error)?;
         let plan: Arc<TypedRunnableModel> = model.into_runnable().map_err(model_error)?;
         let state = plan.spawn().map_err(model_error)?;
-        Ok(OnnxModel { state, inputs, outputs })
+        Ok(OnnxModel { state, inputs, outputs, input_facts })
     }
 
     /// The model's input names, in order.
@@ -43,8 +50,39 @@ impl OnnxModel {
     }
 
     /// Runs the model on `inputs`, in the order of [`inputs`](OnnxModel::inputs).
+    /// An input of the wrong count, type or shape is a `bad_input` error that
+    /// names it, what the model expects and what it got.
     pub fn run(&mut self, inputs: TVec<TValue>) -> Result<TVec<TValue>, Error> {
+        self.check(&inputs)?;
         self.state.run(inputs).map_err(model_error)
+    }
+
+    fn check(&self, inputs: &[TValue]) -> Result<(), Error> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::bad_input(format!(
+                "the model takes {} inputs ({:?}), got {}",
+                self.inputs.len(),
+                self.inputs,
+                inputs.len()
+            )));
+        }
+        for ((name, fact), value) in self.inputs.iter().zip(&self.input_facts).zip(inputs) {
+            let dims = fact.shape.dims();
+            // A symbolic dimension (a batch or sequence length) takes any size.
+            let shape_fits = dims.len() == value.rank()
+                && dims.iter().zip(value.shape()).all(|(want, &got)| want.to_i64().map_or(true, |w| w == got as i64));
+            let type_fits = fact.datum_type.unquantized() == value.datum_type().unquantized();
+            if !(shape_fits && type_fits) {
+                let expected = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+                return Err(Error::bad_input(format!(
+                    "input {name:?} expects {:?} of shape [{expected}], got {:?} of shape {:?}",
+                    fact.datum_type.unquantized(),
+                    value.datum_type(),
+                    value.shape()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Runs the model and returns its first output as `f32` values.
@@ -71,8 +109,9 @@ pub fn unsupported_ops(model: &InferenceModel) -> Vec<String> {
         .collect()
 }
 
-fn names(model: &TypedModel, outlets: &[OutletId]) -> Vec<String> {
-    outlets.iter().map(|o| model.node(o.node).name.clone()).collect()
+/// An outlet's ONNX tensor name (tract keeps it as the label), else its node's name.
+fn names(model: &InferenceModel, outlets: &[OutletId]) -> Vec<String> {
+    outlets.iter().map(|&o| model.outlet_label(o).unwrap_or(&model.node(o.node).name).to_string()).collect()
 }
 
 /// tract's error chain names the node and op that failed ("Unimplemented(QLinearAdd)").

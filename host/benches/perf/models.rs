@@ -28,28 +28,8 @@ fn tract_value(t: &Tensor) -> TValue {
         TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).expect("shape").into(),
         TensorData::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).expect("shape").into(),
         TensorData::I32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v).expect("shape").into(),
+        other => panic!("the benchmark models take f32, i64 or i32, not {}", other.dtype()),
     }
-}
-
-/// One tensor as a version 1.0 `.npy` file (C order, little-endian), for the tensor plugin's
-/// `application/x-npy` input.
-fn npy(t: &Tensor) -> Vec<u8> {
-    let (descr, body): (&str, Vec<u8>) = match &t.data {
-        TensorData::F32(v) => ("<f4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::I64(v) => ("<i8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::I32(v) => ("<i4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-    };
-    let dims: Vec<String> = t.shape.iter().map(usize::to_string).collect();
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(body);
-    out
 }
 
 fn answered(local: edgecascade::Result<Local>, what: &str) -> edgecascade::Answer {
@@ -116,7 +96,7 @@ pub fn bench(c: &mut Criterion) {
         // The same with the input as .npy instead of JSON (single-input models): what the JSON
         // encoding costs. The output still comes back as JSON.
         if let [tensor] = tensors.as_slice() {
-            let npy_input = Input::new("application/x-npy", npy(tensor));
+            let npy_input = Input::new("application/x-npy", tensor.to_npy());
             group.bench_function("guest_npy", |b| {
                 let plan = plan.get_or_init(|| native_plan(model));
                 let plugin = plugin.get_or_init(|| guest_plugin(model, tmp.path(), plan, &tensors, &input));

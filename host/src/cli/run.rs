@@ -3,7 +3,7 @@
 use super::Global;
 use super::cascade::CascadeArgs;
 use anyhow::{Context, bail};
-use edgecascade::{Input, Mode, Router};
+use edgecascade::{Input, Mode, Router, Tensor};
 use serde_json::{Value, json};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,8 @@ use std::process::ExitCode;
     echo \"Stocks fell sharply\" | edgecascade run --plugin target/plugins/news-topic\n  \
     edgecascade run --plugin target/plugins/news-topic --jsonl models/data/news/test.jsonl\n  \
     edgecascade run --plugin target/plugins/digits --json '{\"pixels\": [0, 0, 5, ...]}'\n  \
-    edgecascade run --model model.onnx --tensor input.npy\n\n\
+    edgecascade run --model model.onnx --tensor input.npy\n  \
+    edgecascade run --model model.onnx --tensor ids=ids.npy --tensor mask=mask.npy --save-tensors out/\n\n\
     Input is read from the first of --text, --json, --file, --jsonl, --tensor that is given, else stdin.\n\
     Each output line is a JSON object with the answer, or \"beyond\", or \"error\"; nothing is skipped.\n\
     The exit code is 0 when every input was answered, 1 when any failed, 2 on a setup error.")]
@@ -43,13 +44,21 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     jsonl: Option<PathBuf>,
 
-    /// Run a bare ONNX model with the generic tensor plugin (no package needed).
-    #[arg(long, value_name = "MODEL.onnx", requires = "tensor")]
+    /// Run a bare ONNX model with the generic tensor plugin (no package needed);
+    /// its inputs come from --tensor, or from --jsonl lines {"inputs": [...]}.
+    #[arg(long, value_name = "MODEL.onnx")]
     model: Option<PathBuf>,
 
-    /// The model's input: a .npy file, or a .json file {"inputs": [{"shape", "dtype", "data"}]}.
-    #[arg(long, value_name = "PATH")]
-    tensor: Option<PathBuf>,
+    /// A model input: a .npy file (any dtype, NaN and infinities kept), or a .json
+    /// file {"inputs": [{"name", "shape", "dtype", "data"}]}. Repeat as NAME=FILE.npy
+    /// for a model with several inputs; named inputs are matched by name.
+    #[arg(long, value_name = "[NAME=]PATH")]
+    tensor: Vec<String>,
+
+    /// Write every output tensor of the (last) answer to DIR/<output name>.npy,
+    /// bit-exact, as well as printing it.
+    #[arg(long, value_name = "DIR")]
+    save_tensors: Option<PathBuf>,
 
     /// The tensor plugin package used by --model [default: $EDGECASCADE_TENSOR_PLUGIN,
     /// else plugins/tensor next to the binary or one directory up].
@@ -91,6 +100,9 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let package_dir = match (&args.plugin, &args.model) {
         (Some(dir), _) => dir.clone(),
         (None, Some(model)) => {
+            if args.tensor.is_empty() && args.jsonl.is_none() {
+                bail!("--model needs its inputs: --tensor FILE.npy (repeat as NAME=FILE.npy), or --jsonl");
+            }
             let dir = tempfile::tempdir()?;
             adhoc_tensor_package(args, model, dir.path())?;
             let path = dir.path().to_path_buf();
@@ -108,8 +120,11 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let mut failures = 0usize;
     // Returns whether the input failed; every input gets exactly one output line.
     let answer = |input: Input, out: &mut dyn Write| -> anyhow::Result<bool> {
-        let (line, failed) = answer_one(&router, &input, mode);
+        let (line, reply, failed) = answer_one(&router, &input, mode);
         writeln!(out, "{line}")?;
+        if let (Some(dir), Some(answer)) = (&args.save_tensors, &reply.answer) {
+            save_tensors(dir, &answer.tensors)?;
+        }
         Ok(failed)
     };
     if let Some(path) = &args.jsonl {
@@ -150,8 +165,8 @@ struct Line<'a> {
     error: Option<Value>,
 }
 
-/// Routes one input; returns its JSON line and whether it failed.
-fn answer_one(router: &Router, input: &Input, mode: Mode) -> (String, bool) {
+/// Routes one input; returns its JSON line, the reply, and whether it failed.
+fn answer_one(router: &Router, input: &Input, mode: Mode) -> (String, edgecascade::Reply, bool) {
     let reply = router.route(input, mode);
     let failed = reply.answer.is_none() && reply.beyond.is_none();
     let error = failed.then(|| {
@@ -159,7 +174,21 @@ fn answer_one(router: &Router, input: &Input, mode: Mode) -> (String, bool) {
         json!({"kind": "no_answer", "message": message})
     });
     // Serialized directly (not through `Value`) so f32 scores print as written.
-    (serde_json::to_string(&Line { reply: &reply, error }).unwrap_or_default(), failed)
+    (serde_json::to_string(&Line { reply: &reply, error }).unwrap_or_default(), reply, failed)
+}
+
+/// Each tensor to `dir/<name>.npy` (`output-<i>.npy` when unnamed).
+fn save_tensors(dir: &Path, tensors: &[Tensor]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (i, t) in tensors.iter().enumerate() {
+        // A model's output name may hold any character: keep only what is safe in a file name.
+        let stem: String =
+            t.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        let stem = if stem.is_empty() || stem.starts_with('.') { format!("output-{i}") } else { stem };
+        let path = dir.join(format!("{stem}.npy"));
+        std::fs::write(&path, t.to_npy()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn jsonl_input(line: &str) -> anyhow::Result<Input> {
@@ -182,7 +211,11 @@ fn single_input(args: &Args) -> anyhow::Result<Input> {
         let value: Value = serde_json::from_str(j).context("--json is not valid JSON")?;
         return Ok(Input::json(&value));
     }
-    if let Some(path) = args.file.as_ref().or(args.tensor.as_ref()) {
+    if let Some(input) = tensor_inputs(&args.tensor)? {
+        return Ok(input);
+    }
+    let single_tensor = args.tensor.first().map(PathBuf::from);
+    if let Some(path) = args.file.as_ref().or(single_tensor.as_ref()) {
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let default = match path.extension().and_then(|e| e.to_str()) {
             Some("json") => "application/json",
@@ -192,6 +225,27 @@ fn single_input(args: &Args) -> anyhow::Result<Input> {
         return Ok(with_type(default, data));
     }
     Ok(with_type("text/plain", read_stdin()?))
+}
+
+/// Several `--tensor` files, or named ones, become one JSON input
+/// `{"inputs": [...]}`; a single unnamed file is passed as it is (`None`).
+fn tensor_inputs(specs: &[String]) -> anyhow::Result<Option<Input>> {
+    // `NAME=PATH`; an `=` inside a directory name is part of the path.
+    fn named(spec: &str) -> Option<(&str, &str)> {
+        spec.split_once('=').filter(|(name, _)| !name.contains(['/', '\\']))
+    }
+    if specs.len() < 2 && !specs.iter().any(|s| named(s).is_some()) {
+        return Ok(None);
+    }
+    let mut inputs = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (name, path) = named(spec).unwrap_or(("", spec));
+        let bytes = std::fs::read(path).with_context(|| format!("reading --tensor {spec}"))?;
+        let mut tensor = Tensor::from_npy(&bytes).with_context(|| format!("--tensor {spec}"))?;
+        tensor.name = name.to_string();
+        inputs.push(tensor);
+    }
+    Ok(Some(Input::json(&json!({ "inputs": inputs }))))
 }
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {

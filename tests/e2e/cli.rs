@@ -1,6 +1,7 @@
 //! The real `edgecascade` binary.
 
 use crate::support::*;
+use edgecascade::TensorData;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -14,6 +15,19 @@ fn json_lines(out: &[u8]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
+}
+
+/// `edgecascade run --mode local --model tests/fixtures/<model>` through the tensor plugin, with `args`.
+fn run_fixture_model<S: AsRef<std::ffi::OsStr>>(model: &str, args: &[S]) -> std::process::Output {
+    Command::new(bin())
+        .args(["run", "--mode", "local", "--model"])
+        .arg(repo_root().join("tests/fixtures").join(model))
+        .args(args)
+        .arg("--tensor-plugin")
+        .arg(plugin("tensor"))
+        .env("EDGECASCADE_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -95,19 +109,13 @@ fn run_returns_every_dtype_nan_and_infinity_bit_exact_under_the_models_names() {
         ("wide-types", &["d"], &["half", "squared"]),
     ] {
         let saved = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.args(["run", "--mode", "local", "--model"]).arg(fixtures.join(format!("{model}.onnx")));
+        let mut args = Vec::new();
         for input in inputs {
-            cmd.arg("--tensor").arg(format!("{input}={}", fixtures.join(format!("{model}.{input}.npy")).display()));
+            args.push("--tensor".to_string());
+            args.push(format!("{input}={}", fixtures.join(format!("{model}.{input}.npy")).display()));
         }
-        let out = cmd
-            .arg("--save-tensors")
-            .arg(saved.path())
-            .arg("--tensor-plugin")
-            .arg(plugin("tensor"))
-            .env("EDGECASCADE_CACHE_DIR", cache_dir())
-            .output()
-            .unwrap();
+        args.extend(["--save-tensors".to_string(), saved.path().display().to_string()]);
+        let out = run_fixture_model(&format!("{model}.onnx"), &args);
         assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
         let line = &json_lines(&out.stdout)[0];
         let printed: Vec<edgecascade::Tensor> = serde_json::from_value(line["tensors"].clone()).unwrap();
@@ -131,18 +139,42 @@ fn run_returns_every_dtype_nan_and_infinity_bit_exact_under_the_models_names() {
 }
 
 #[test]
+fn a_cnn_quantized_by_onnxruntimes_defaults_runs_and_matches_it_within_one_step() {
+    // QOperator format: QLinearConv plus eight com.microsoft ops that tract does not know,
+    // which the guest SDK rewrites (tests/fixtures/make_fixtures.py records onnxruntime's output).
+    let fixtures = repo_root().join("tests/fixtures");
+    let read = |name: &str| edgecascade::Tensor::from_npy(&std::fs::read(fixtures.join(name)).unwrap()).unwrap();
+    let out = run_fixture_model(
+        "qoperator-cnn.onnx",
+        &[std::ffi::OsString::from("--jsonl"), fixtures.join("qoperator-cnn.batch.jsonl").into()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (TensorData::F32(expected), TensorData::F32(step)) =
+        (read("qoperator-cnn.expected.batch.npy").data, read("qoperator-cnn.step.npy").data)
+    else {
+        panic!("the fixtures are f32")
+    };
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len() * 3, expected.len(), "one answer per input");
+    for (line, expected) in lines.iter().zip(expected.chunks(3)) {
+        let got: Vec<edgecascade::Tensor> = serde_json::from_value(line["tensors"].clone()).unwrap();
+        let TensorData::F32(got) = &got[0].data else { panic!("{line}") };
+        for (g, e) in got.iter().zip(expected) {
+            assert!(
+                (g - e).abs() <= step[0] * 1.001,
+                "sandbox {got:?} vs onnxruntime {expected:?}: over one step {step:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn run_names_the_input_that_has_the_wrong_shape() {
     let fixtures = repo_root().join("tests/fixtures");
-    let out = Command::new(bin())
-        .args(["run", "--mode", "local", "--model"])
-        .arg(fixtures.join("affine.onnx"))
-        .arg("--tensor")
-        .arg(fixtures.join("nonfinite.x.npy"))
-        .arg("--tensor-plugin")
-        .arg(plugin("tensor"))
-        .env("EDGECASCADE_CACHE_DIR", cache_dir())
-        .output()
-        .unwrap();
+    let out = run_fixture_model(
+        "affine.onnx",
+        &[std::ffi::OsString::from("--tensor"), fixtures.join("nonfinite.x.npy").into()],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let message = json_lines(&out.stdout)[0]["error"]["message"].to_string();
     assert!(message.contains(r#"input \"x\" expects F32 of shape [1, 3], got F32 of shape [5]"#), "{message}");
@@ -165,7 +197,7 @@ fn inspect_reports_models_and_unsupported_ops() {
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ops = report["models"][0]["unsupported_ops"].to_string();
-    assert!(ops.contains("QLinearAdd"), "{ops}");
+    assert!(ops.contains("QLinearReduceMean"), "{ops}");
 }
 
 #[test]

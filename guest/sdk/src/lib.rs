@@ -46,6 +46,8 @@ pub use edgecascade_abi::{
 };
 
 pub mod classify;
+#[cfg(feature = "onnx")]
+pub mod contrib;
 pub mod npy;
 #[cfg(feature = "onnx")]
 pub mod onnx;

@@ -18,10 +18,15 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
-    /// Parses and optimizes a model. Errors name the failing node and op,
-    /// for example an operator tract does not implement.
+    /// Parses and optimizes a model. onnxruntime's QOperator contrib ops are
+    /// rewritten into standard ONNX first ([`contrib`](crate::contrib)).
+    /// Errors name the failing node and op, for example an operator tract
+    /// does not implement.
     pub fn load(bytes: &[u8]) -> Result<OnnxModel, Error> {
-        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(model_error)?;
+        let onnx = tract_onnx::onnx();
+        let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(model_error)?;
+        crate::contrib::expand(&mut proto).map_err(Error::model)?;
+        let model = onnx.model_for_proto_model(&proto).map_err(model_error)?;
         let unsupported = unsupported_ops(&model);
         if !unsupported.is_empty() {
             return Err(Error::model(format!("unsupported ONNX ops: {}", unsupported.join(", "))));

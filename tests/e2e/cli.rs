@@ -138,34 +138,49 @@ fn run_returns_every_dtype_nan_and_infinity_bit_exact_under_the_models_names() {
     }
 }
 
+/// The conformance suite: every case of tests/fixtures/conformance/cases.json (written by
+/// models/pipeline/conformance.py: MLP and CNN, float and every format onnxruntime's quantizer
+/// writes) runs in the sandbox and matches ONNX's reference evaluator within the case's
+/// tolerance (the script's docstring says how each is set).
 #[test]
-fn a_cnn_quantized_by_onnxruntimes_defaults_runs_and_matches_it_within_one_step() {
-    // QOperator format: QLinearConv plus eight com.microsoft ops that tract does not know,
-    // which the guest SDK rewrites (tests/fixtures/make_fixtures.py records onnxruntime's output).
-    let fixtures = repo_root().join("tests/fixtures");
-    let read = |name: &str| edgecascade::Tensor::from_npy(&std::fs::read(fixtures.join(name)).unwrap()).unwrap();
-    let out = run_fixture_model(
-        "qoperator-cnn.onnx",
-        &[std::ffi::OsString::from("--jsonl"), fixtures.join("qoperator-cnn.batch.jsonl").into()],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (TensorData::F32(expected), TensorData::F32(step)) =
-        (read("qoperator-cnn.expected.batch.npy").data, read("qoperator-cnn.step.npy").data)
-    else {
-        panic!("the fixtures are f32")
-    };
-    let lines = json_lines(&out.stdout);
-    assert_eq!(lines.len() * 3, expected.len(), "one answer per input");
-    for (line, expected) in lines.iter().zip(expected.chunks(3)) {
-        let got: Vec<edgecascade::Tensor> = serde_json::from_value(line["tensors"].clone()).unwrap();
-        let TensorData::F32(got) = &got[0].data else { panic!("{line}") };
-        for (g, e) in got.iter().zip(expected) {
-            assert!(
-                (g - e).abs() <= step[0] * 1.001,
-                "sandbox {got:?} vs onnxruntime {expected:?}: over one step {step:?}"
-            );
+fn conformance_every_model_format_matches_the_onnx_reference() {
+    let dir = repo_root().join("tests/fixtures/conformance");
+    let cases: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    assert!(cases.len() >= 20, "the suite lost cases: {}", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let tolerance = case["tolerance"].as_f64().unwrap() as f32;
+        let out = run_fixture_model(
+            &format!("conformance/{}", case["model"].as_str().unwrap()),
+            &[std::ffi::OsString::from("--jsonl"), dir.join(case["batch"].as_str().unwrap()).into()],
+        );
+        if !out.status.success() {
+            failures.push(format!("{name}: {}", String::from_utf8_lossy(&out.stdout)));
+            continue;
+        }
+        let expected =
+            edgecascade::Tensor::from_npy(&std::fs::read(dir.join(case["expected"].as_str().unwrap())).unwrap())
+                .unwrap();
+        let TensorData::F32(expected) = expected.data else { panic!("{name}: expected outputs are f32") };
+        let mut got = Vec::new();
+        for line in json_lines(&out.stdout) {
+            let tensors: Vec<edgecascade::Tensor> = serde_json::from_value(line["tensors"].clone()).unwrap();
+            let TensorData::F32(values) = &tensors[0].data else { panic!("{name}: {line}") };
+            got.extend_from_slice(values);
+        }
+        let worst = got.iter().zip(&expected).map(|(g, e)| (g - e).abs()).fold(0.0f32, f32::max);
+        let step = case["step"].as_f64().map(|s| format!(", {:.1} output steps", worst as f64 / s)).unwrap_or_default();
+        eprintln!("{name:32} worst difference {worst:.3e}{step} (tolerance {tolerance:.3e})");
+        if got.len() != expected.len() || worst > tolerance * 1.001 {
+            failures.push(format!(
+                "{name}: {} of {} values, worst difference {worst} > {tolerance}",
+                got.len(),
+                expected.len()
+            ));
         }
     }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[test]

@@ -130,6 +130,14 @@ macro_rules! tensor_data {
                 }
             }
 
+            /// The bytes of one value of `dtype`, `None` for an unknown dtype.
+            fn element_size(dtype: &str) -> Option<usize> {
+                match dtype {
+                    $($dtype => Some(<$t as Element>::SIZE),)*
+                    _ => None,
+                }
+            }
+
             fn descr_dtype(descr: &str) -> Option<&'static str> {
                 match descr {
                     $($descr => Some($dtype),)*
@@ -390,7 +398,8 @@ impl Tensor {
             })?;
         let mut tensor = Tensor { name: String::new(), shape, data: TensorData::F32(Vec::new()) };
         let count = tensor.shape_len().ok_or_else(|| bad("shape overflows"))?;
-        let needed = count.checked_mul(dtype_size(dtype)).ok_or_else(|| bad("shape overflows"))?;
+        let size = TensorData::element_size(dtype).ok_or_else(|| bad("unknown dtype"))?;
+        let needed = count.checked_mul(size).ok_or_else(|| bad("shape overflows"))?;
         let body = bytes[header_start + header_len..].get(..needed).ok_or_else(|| bad("short data"))?;
         tensor.data = TensorData::from_le_bytes(dtype, body).map_err(|e| bad(&e))?;
         Ok(tensor)
@@ -415,15 +424,6 @@ impl Tensor {
         out.extend(header.as_bytes());
         out.extend(self.data.to_le_bytes());
         out
-    }
-}
-
-fn dtype_size(dtype: &str) -> usize {
-    match dtype {
-        "f64" | "i64" | "u64" => 8,
-        "f32" | "i32" | "u32" => 4,
-        "f16" | "i16" | "u16" => 2,
-        _ => 1,
     }
 }
 

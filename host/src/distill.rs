@@ -46,7 +46,8 @@ use crate::plugin::manifest::MANIFEST_FILE;
 use crate::plugin::{Input, Manifest, Plugin, VerifiedPackage};
 use crate::router::{CascadeConfig, EscalationLog, Mode, Router, Source};
 
-use crate::{Error, Result, Runtime};
+use crate::engine::Runtime;
+use crate::error::{Error, Result};
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use std::path::{Path, PathBuf};

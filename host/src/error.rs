@@ -148,7 +148,9 @@ pub enum Error {
     GuestTrap {
         /// The plugin.
         plugin: String,
-        /// The trap.
+        /// The cause, to match on.
+        code: TrapCode,
+        /// The cause in words, with wasmtime's detail.
         trap: String,
     },
 
@@ -257,6 +259,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A router could not be built for a reloaded plugin (the embedder's
+    /// `serve::MakeRouter` failed); the old version keeps serving.
+    #[error("building a router for {plugin}: {source}")]
+    Router {
+        /// The plugin.
+        plugin: String,
+        /// The embedder's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The compiled-module cache could not be used. Loading goes on without it.
     #[error("module cache: {0}")]
     Cache(String),
@@ -283,6 +296,51 @@ impl Error {
                 | Error::GuestTrap { .. }
                 | Error::MalformedOutput { .. }
         )
+    }
+}
+
+/// Why a guest trapped ([`Error::GuestTrap`]): wasmtime's trap codes, as
+/// this crate's own type, so that a wasmtime upgrade does not change the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrapCode {
+    /// The guest's call stack overflowed.
+    StackOverflow,
+    /// A load or store outside linear memory.
+    MemoryOutOfBounds,
+    /// A table access or indirect call outside the table.
+    TableOutOfBounds,
+    /// An indirect call to a null table entry.
+    IndirectCallToNull,
+    /// An indirect call with the wrong signature.
+    BadSignature,
+    /// Integer overflow, or a float that does not convert to an integer.
+    IntegerOverflow,
+    /// Integer division by zero.
+    IntegerDivisionByZero,
+    /// An `unreachable` instruction, with no panic message before it.
+    Unreachable,
+    /// The guest called WASI `proc_exit` with this status.
+    Exit(i32),
+    /// Any other trap (the message says which).
+    Other,
+}
+
+impl TrapCode {
+    /// The code of a wasmtime trap.
+    pub(crate) fn of(trap: &wasmtime::Trap) -> TrapCode {
+        use wasmtime::Trap;
+        match trap {
+            Trap::StackOverflow => TrapCode::StackOverflow,
+            Trap::MemoryOutOfBounds | Trap::HeapMisaligned => TrapCode::MemoryOutOfBounds,
+            Trap::TableOutOfBounds => TrapCode::TableOutOfBounds,
+            Trap::IndirectCallToNull => TrapCode::IndirectCallToNull,
+            Trap::BadSignature => TrapCode::BadSignature,
+            Trap::IntegerOverflow | Trap::BadConversionToInteger => TrapCode::IntegerOverflow,
+            Trap::IntegerDivisionByZero => TrapCode::IntegerDivisionByZero,
+            Trap::UnreachableCodeReached => TrapCode::Unreachable,
+            _ => TrapCode::Other,
+        }
     }
 }
 

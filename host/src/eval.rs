@@ -24,12 +24,12 @@ pub struct Row {
 impl Row {
     /// Reads a JSONL line: `{"text": …, "label": …}`, or any JSON object with a
     /// `label` (the rest is the plugin's JSON input, as for digits' `pixels`).
-    pub fn from_json_line(line: &str) -> Result<Row, String> {
-        let mut value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn from_json_line(line: &str) -> Result<Row, RowError> {
+        let mut value: serde_json::Value = serde_json::from_str(line).map_err(RowError::NotJson)?;
         let label = value
             .get("label")
             .and_then(|l| l.as_str().map(str::to_string).or_else(|| l.as_i64().map(|i| i.to_string())))
-            .ok_or("no \"label\"")?;
+            .ok_or(RowError::NoLabel)?;
         if let Some(obj) = value.as_object_mut() {
             obj.remove("label");
         }
@@ -39,6 +39,17 @@ impl Row {
         };
         Ok(Row { input, label })
     }
+}
+
+/// Why a line is not a labelled row.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// The line is not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The object has no `label` that is a string or a whole number.
+    #[error("no \"label\" (a string or a whole number)")]
+    NoLabel,
 }
 
 /// What each tier made of one row.
@@ -464,7 +475,8 @@ mod tests {
         assert_eq!((r.input.as_text(), r.label.as_str()), (Some("hi"), "x"));
         let r = Row::from_json_line(r#"{"pixels": [1, 2], "label": 3}"#).unwrap();
         assert_eq!((r.input.as_text(), r.label.as_str()), (Some(r#"{"pixels":[1,2]}"#), "3"));
-        assert!(Row::from_json_line(r#"{"text": "no label"}"#).is_err());
+        assert!(matches!(Row::from_json_line(r#"{"text": "no label"}"#), Err(RowError::NoLabel)));
+        assert!(matches!(Row::from_json_line("{"), Err(RowError::NotJson(_))));
     }
 
     #[test]

@@ -31,11 +31,12 @@
 //! # Ok(()) }
 //! ```
 
+use crate::error::{Error, Result};
 use crate::eval::{self, Observation, Row, Summary, Target};
+use crate::fsutil::write_atomic;
 use crate::plugin::manifest::MANIFEST_FILE;
-use crate::plugin::{Manifest, VerifiedPackage, write_atomic};
+use crate::plugin::{Manifest, VerifiedPackage};
 use crate::router::Router;
-use crate::{Error, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

@@ -60,11 +60,11 @@ pub struct ModelReport {
 }
 
 /// Inspects a verified package.
-pub fn inspect(package: &VerifiedPackage) -> crate::Result<Report> {
+pub fn inspect(package: &VerifiedPackage) -> crate::error::Result<Report> {
     let m = package.manifest();
     let wasm = package.wasm();
-    let (exports, imports, constructors) =
-        module_facts(wasm).map_err(|message| crate::Error::InvalidWasm { plugin: m.plugin.name.clone(), message })?;
+    let (exports, imports, constructors) = module_facts(wasm)
+        .map_err(|message| crate::error::Error::InvalidWasm { plugin: m.plugin.name.clone(), message })?;
     let models = package
         .files()
         .filter(|(_, kind, _)| *kind == edgecascade_abi::FileKind::Model)

@@ -15,7 +15,7 @@
 //! hosts, and because the server routes too (`--cloud`), tiers chain:
 //! device → gateway → cloud.
 
-use crate::Metrics;
+use crate::metrics::Metrics;
 use crate::plugin::Input;
 use crate::router::{Mode, Reply, Router};
 use axum::Json;
@@ -111,12 +111,12 @@ impl AppState {
 /// nothing.
 #[derive(Clone, Default)]
 pub struct Shadows {
-    by_name: Arc<BTreeMap<String, crate::Plugin>>,
+    by_name: Arc<BTreeMap<String, crate::plugin::Plugin>>,
 }
 
 impl Shadows {
     /// These candidates; a later one of the same name replaces an earlier one.
-    pub fn new(candidates: impl IntoIterator<Item = crate::Plugin>) -> Shadows {
+    pub fn new(candidates: impl IntoIterator<Item = crate::plugin::Plugin>) -> Shadows {
         Shadows { by_name: Arc::new(candidates.into_iter().map(|p| (p.name().to_string(), p)).collect()) }
     }
 
@@ -139,8 +139,13 @@ impl Shadows {
     }
 }
 
-/// Builds a router for a freshly loaded plugin (the same settings as the first).
-pub type MakeRouter = Arc<dyn Fn(crate::Plugin) -> Result<Router, String> + Send + Sync>;
+/// Builds a router for a freshly loaded plugin (the same settings as the
+/// first). Its error is the embedder's own; a reload reports it as
+/// `Error::Router`, with it as the source.
+pub type MakeRouter = Arc<dyn Fn(crate::plugin::Plugin) -> Result<Router, BoxError> + Send + Sync>;
+
+/// Any error of the embedder's, kept as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What one reload attempt did.
 #[derive(Debug)]
@@ -158,8 +163,8 @@ pub enum Reload {
     Refused {
         /// The package directory.
         dir: PathBuf,
-        /// Why.
-        error: String,
+        /// Why: the load's error, or `Error::Router`.
+        error: crate::error::Error,
     },
 }
 
@@ -173,7 +178,7 @@ pub enum Reload {
 /// `edgecascade pack` does), so a half-copied package is never seen whole.
 pub fn watch(
     state: AppState,
-    runtime: crate::Runtime,
+    runtime: crate::engine::Runtime,
     dirs: Vec<PathBuf>,
     make_router: MakeRouter,
     interval: Duration,
@@ -194,7 +199,10 @@ pub fn watch(
                         continue;
                     }
                     *last = now;
-                    let loaded = runtime.load(dir).map_err(|e| e.to_string()).and_then(|p| make_router(p));
+                    let loaded = runtime.load(dir).and_then(|plugin| {
+                        let name = plugin.name().to_string();
+                        make_router(plugin).map_err(|source| crate::error::Error::Router { plugin: name, source })
+                    });
                     match loaded {
                         Ok(router) => {
                             let name = router.plugin().name().to_string();

@@ -490,7 +490,7 @@ fn hot_reload_swaps_atomically_and_refuses_a_broken_version() {
     let broken = std::fs::read_to_string(v1.join("plugin.toml")).unwrap().replace("version = \"2\"", "version = \"3\"");
     std::fs::write(v1.join("plugin.toml"), broken).unwrap();
     match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
-        Reload::Refused { error, .. } => assert!(error.contains("hash mismatch"), "{error}"),
+        Reload::Refused { error, .. } => assert!(matches!(error, edgecascade::Error::HashMismatch { .. }), "{error}"),
         other => panic!("a broken version was swapped in: {other:?}"),
     }
     std::thread::sleep(Duration::from_millis(200));

@@ -4,7 +4,7 @@
 //! the plugin serves the next call.
 
 use crate::support::*;
-use edgecascade::{Error, Local, Plugin};
+use edgecascade::{Error, Local, Plugin, TrapCode};
 use std::time::{Duration, Instant};
 
 /// The answer frame `{"confidence":0.5}` at 16 (19 bytes), as in [`wat_source`].
@@ -85,7 +85,7 @@ fn infer(p: &Plugin) -> edgecascade::Result<Local> {
 fn proc_exit_during_infer_is_a_trap_not_a_host_exit() {
     let (_tmp, p) = loaded_guest(&[("infer", "(call $proc_exit (i32.const 3)) (i64.const 0)")]);
     let e = infer(&p).unwrap_err();
-    assert!(matches!(&e, Error::GuestTrap { trap, .. } if trap.contains("exit(3)")), "{e:?}");
+    assert!(matches!(&e, Error::GuestTrap { code: TrapCode::Exit(3), trap, .. } if trap.contains("exit(3)")), "{e:?}");
     still_serves(&p);
 }
 
@@ -93,7 +93,7 @@ fn proc_exit_during_infer_is_a_trap_not_a_host_exit() {
 fn proc_exit_during_load_fails_the_load() {
     let tmp = tempfile::tempdir().unwrap();
     let e = load(tmp.path(), &guest(1, &[("load", "(call $proc_exit (i32.const 0)) (i64.const 0)")])).err().unwrap();
-    assert!(matches!(&e, Error::GuestTrap { trap, .. } if trap.contains("exit(0)")), "{e:?}");
+    assert!(matches!(&e, Error::GuestTrap { code: TrapCode::Exit(0), trap, .. } if trap.contains("exit(0)")), "{e:?}");
 }
 
 #[test]

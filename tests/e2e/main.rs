@@ -8,12 +8,14 @@
 mod servers;
 mod support;
 
+mod abi_compat;
 mod aot;
 mod bedrock;
 mod cache;
 mod capi;
 mod cascade;
 mod cli;
+mod device_build;
 mod distill;
 mod edge;
 mod faults;

@@ -22,9 +22,32 @@ use serde::{Deserialize, Serialize};
 mod tensor;
 pub use tensor::{NpyError, Tensor, TensorData};
 
-/// The ABI version this crate describes. A plugin exports it from
-/// [`exports::ABI_VERSION`]; the host refuses any other value.
+/// The ABI's major version. A plugin exports it from
+/// [`exports::ABI_VERSION`]; the host refuses any other value, because a new
+/// major version changes a signature, the framing or a field's meaning.
 pub const ABI_VERSION: u32 = 1;
+
+/// The ABI's minor version: what this crate adds within major version 1.
+/// Minors are additive, and every side reads tolerantly, so any minor works
+/// with any other of the same major:
+///
+/// - a reader ignores JSON fields it does not know, and an [`ErrorKind`] it
+///   does not know reads as [`ErrorKind::Other`];
+/// - a writer adds only optional fields, which an older reader may drop.
+///
+/// Minor 0 (the first release) read strictly: its guests refuse an unknown
+/// field in a [`LoadRequest`], and its hosts refuse one in an [`Answer`]. So
+/// each side says its minor (a plugin through the optional
+/// [`exports::ABI_MINOR`], a host through [`LoadRequest::abi_minor`]), a host
+/// sends a minor-0 guest only the fields of minor 0
+/// ([`LoadRequest::for_guest_minor`]), and a guest sends a host that did not
+/// say its minor only the fields of minor 0.
+///
+/// | minor | adds |
+/// |---|---|
+/// | 0 | the first release |
+/// | 1 | tolerant readers, [`ErrorKind::Other`], [`exports::ABI_MINOR`], [`LoadRequest::abi_minor`] |
+pub const ABI_MINOR: u32 = 1;
 
 /// Names of the functions a plugin exports (and the one it may import).
 pub mod exports {
@@ -32,6 +55,9 @@ pub mod exports {
     pub const INITIALIZE: &str = "_initialize";
     /// `() -> i32`: returns the ABI version the plugin implements.
     pub const ABI_VERSION: &str = "edgecascade_abi_version";
+    /// `() -> i32`, optional: returns the ABI minor the plugin implements
+    /// ([`ABI_MINOR`](crate::ABI_MINOR)); a plugin without it is minor 0.
+    pub const ABI_MINOR: &str = "edgecascade_abi_minor";
     /// `(len: i32) -> i32`: allocates `len` bytes for the host to fill; 0 on failure.
     pub const ALLOC: &str = "edgecascade_alloc";
     /// `(ptr: i32, len: i32) -> i64`: a [`LoadRequest`](crate::LoadRequest) frame in, a result frame out.
@@ -89,7 +115,6 @@ pub fn unpack(packed: i64) -> (u32, u32) {
 
 /// One answer, local or from a large model: the same shape either way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct Answer {
     /// The predicted label, for classifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,7 +147,6 @@ impl Answer {
 
 /// A label and its score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Score {
     /// The label.
     pub label: String,
@@ -132,7 +156,6 @@ pub struct Score {
 
 /// How a plugin phrases its task for a large model: OpenAI-style chat messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Prompt {
     /// The conversation to send, in order.
     pub messages: Vec<ChatMessage>,
@@ -143,7 +166,6 @@ pub struct Prompt {
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     /// Who speaks.
     pub role: Role,
@@ -165,7 +187,6 @@ pub enum Role {
 
 /// The body of a [`Status::Beyond`] frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Beyond {
     /// Why the input is beyond the plugin, for logs and metrics.
     pub reason: String,
@@ -173,7 +194,6 @@ pub struct Beyond {
 
 /// The body of a [`Status::Error`] frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GuestError {
     /// The class of failure.
     pub kind: ErrorKind,
@@ -195,6 +215,10 @@ pub enum ErrorKind {
     NotLoaded,
     /// Anything else.
     Internal,
+    /// A kind this side does not know, sent by a peer of a newer ABI minor.
+    /// It is read, never written by this crate, and treated like [`ErrorKind::Internal`].
+    #[serde(other)]
+    Other,
 }
 
 /// The body of a successful load.
@@ -208,7 +232,6 @@ pub struct Loaded {
 /// The header of a load frame: `[u32 LE header length][header JSON][file bytes...]`.
 /// File bytes follow the header back to back, in the order of [`LoadRequest::files`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LoadRequest {
     /// The ABI version of the host.
     pub abi_version: u32,
@@ -224,11 +247,30 @@ pub struct LoadRequest {
     pub config: serde_json::Value,
     /// The files that follow the header.
     pub files: Vec<FileEntry>,
+    /// The host's ABI minor ([`ABI_MINOR`]); absent from a minor-0 host, and
+    /// never sent to a minor-0 guest, which would refuse it. Added in minor 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi_minor: Option<u32>,
+}
+
+impl LoadRequest {
+    /// This request as a guest of ABI minor `guest_minor` may read it: a
+    /// minor-0 guest refuses unknown fields, so it gets only minor 0's; any
+    /// later guest reads tolerantly and gets everything, with this host's
+    /// minor in [`LoadRequest::abi_minor`].
+    pub fn for_guest_minor(mut self, guest_minor: u32) -> LoadRequest {
+        self.abi_minor = (guest_minor > 0).then_some(ABI_MINOR);
+        self
+    }
+
+    /// The minor of the host that sent this request (0 when it did not say).
+    pub fn host_minor(&self) -> u32 {
+        self.abi_minor.unwrap_or(0)
+    }
 }
 
 /// One file handed to the plugin at load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileEntry {
     /// The name the plugin asks for it by.
     pub name: String,
@@ -388,14 +430,21 @@ pub mod content_type {
 
 /// Builds a load frame from a header and the files' bytes, in the header's order.
 pub fn encode_load(request: &LoadRequest, files: &[&[u8]]) -> Vec<u8> {
-    let header = serde_json::to_vec(request).unwrap_or_default();
-    let total: usize = files.iter().map(|f| f.len()).sum();
-    let mut out = Vec::with_capacity(4 + header.len() + total);
-    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    out.extend_from_slice(&header);
+    let mut out = encode_load_header(request);
+    out.reserve(files.iter().map(|f| f.len()).sum());
     for f in files {
         out.extend_from_slice(f);
     }
+    out
+}
+
+/// The front of a load frame, `[u32 LE header length][header JSON]`: a host
+/// writes it and then the files' bytes, without copying them into one buffer.
+pub fn encode_load_header(request: &LoadRequest) -> Vec<u8> {
+    let header = serde_json::to_vec(request).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + header.len());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
     out
 }
 
@@ -420,6 +469,9 @@ pub fn decode_load(frame: &[u8]) -> Result<(LoadRequest, Vec<&[u8]>), FrameError
 }
 
 #[cfg(test)]
+mod compat;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -442,6 +494,7 @@ mod tests {
                 FileEntry { name: "m".into(), kind: FileKind::Model, len: 3 },
                 FileEntry { name: "v".into(), kind: FileKind::Asset, len: 2 },
             ],
+            abi_minor: Some(ABI_MINOR),
         };
         let frame = encode_load(&req, &[b"abc", b"de"]);
         let (back, files) = decode_load(&frame).unwrap();

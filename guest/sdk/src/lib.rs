@@ -42,7 +42,7 @@
 //! `crate-type = ["cdylib"]` and `panic = "abort"`.
 
 pub use edgecascade_abi::{
-    ABI_VERSION, Answer, ChatMessage, ErrorKind, Prompt, Role, Score, Tensor, TensorData, content_type,
+    ABI_MINOR, ABI_VERSION, Answer, ChatMessage, ErrorKind, Prompt, Role, Score, Tensor, TensorData, content_type,
 };
 
 pub mod classify;
@@ -121,6 +121,13 @@ impl<'a> LoadContext<'a> {
     /// The labels, in model output order.
     pub fn labels(&self) -> &[String] {
         &self.request.labels
+    }
+
+    /// The ABI minor of the host that loaded the plugin (0 when it did not
+    /// say). A plugin that writes a field added in a later minor checks this
+    /// first: a minor-0 host refuses fields it does not know (see `guest/ABI.md`).
+    pub fn host_abi_minor(&self) -> u32 {
+        self.request.host_minor()
     }
 
     /// The manifest's `[config]` table as JSON.
@@ -260,6 +267,11 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn edgecascade_abi_version() -> i32 {
                 $crate::ABI_VERSION as i32
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn edgecascade_abi_minor() -> i32 {
+                $crate::ABI_MINOR as i32
             }
 
             #[unsafe(no_mangle)]

@@ -24,7 +24,7 @@ fn sizes(dir: &Path) -> (u64, Option<u64>) {
     let wasm = &package.manifest().wasm;
     let wasm_bytes = std::fs::metadata(dir.join(&wasm.file)).map(|m| m.len()).unwrap_or(0);
     let cwasm = wasm.sha256.as_deref().and_then(|sha| {
-        let path = runtime().cache()?.entry_path(runtime().engine(), sha);
+        let path = runtime().cached_module_path(sha)?;
         std::fs::metadata(path).ok().map(|m| m.len())
     });
     (wasm_bytes, cwasm)

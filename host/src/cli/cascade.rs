@@ -5,7 +5,6 @@ use edgecascade::router::{BudgetLimits, EscalationLog, Redactor};
 use edgecascade::{CascadeConfig, Metrics, Plugin, Router};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Which API the cloud speaks.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -42,15 +41,15 @@ pub struct CascadeArgs {
     pub threshold: Option<f32>,
 
     /// Whole-request deadline; the cloud gets what the local model leaves, e.g. 3s, 500ms.
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
-    pub deadline: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = edgecascade::router::DEFAULT_DEADLINE.into())]
+    pub deadline: humantime::Duration,
 
     /// Cloud timeout for one attempt (connect + response).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub cloud_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = edgecascade::cloud::DEFAULT_READ_TIMEOUT.into())]
+    pub cloud_timeout: humantime::Duration,
 
     /// Attempts per cloud call, the first included (retries back off with jitter and honour Retry-After).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = edgecascade::cloud::DEFAULT_ATTEMPTS)]
     pub attempts: u32,
 
     /// Cloud calls allowed per minute, per plugin [default: unlimited].
@@ -62,7 +61,7 @@ pub struct CascadeArgs {
     pub budget_per_day: Option<u32>,
 
     /// Cloud answers cached for identical inputs (0 turns the cache off).
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    #[arg(long, value_name = "N", default_value_t = edgecascade::router::DEFAULT_CACHE_ENTRIES)]
     pub cache_entries: usize,
 
     /// Append every escalation (redacted input + cloud answer) to DIR/<plugin>.jsonl.
@@ -102,19 +101,19 @@ impl CascadeArgs {
         Ok(Some(match self.cloud_api {
             Api::Openai => {
                 let mut c = OpenAi::with_url(url).config().clone();
-                c.read_timeout = self.cloud_timeout;
+                c.read_timeout = *self.cloud_timeout;
                 Arc::new(Resilient::new(OpenAi::new(c).with_logprobs(self.cloud_logprobs), policy))
             }
             Api::Anthropic => {
                 let mut c = Anthropic::with_url(url).config().clone();
-                c.read_timeout = self.cloud_timeout;
+                c.read_timeout = *self.cloud_timeout;
                 Arc::new(Resilient::new(Anthropic::new(c), policy))
             }
             Api::Bedrock => {
                 // The credentials are BedrockAuth's; the config carries none.
                 let mut c = HttpConfig::new(url, "AWS_BEARER_TOKEN_BEDROCK");
                 c.api_key = None;
-                c.read_timeout = self.cloud_timeout;
+                c.read_timeout = *self.cloud_timeout;
                 let auth = BedrockAuth::from_env(url).map_err(|e| anyhow::anyhow!("--cloud-api bedrock: {e}"))?;
                 Arc::new(Resilient::new(Bedrock::new(c, auth), policy))
             }
@@ -135,7 +134,7 @@ impl CascadeArgs {
             anyhow::ensure!((0.0..=1.0).contains(&rate), "--audit-rate {rate} is outside 0..1");
             config.audit_rate = rate;
         }
-        config.deadline = self.deadline;
+        config.deadline = *self.deadline;
         config.budget = BudgetLimits { per_minute: self.budget_per_minute, per_day: self.budget_per_day };
         config.cache_entries = self.cache_entries;
         let mut redactor = if self.no_default_redaction { Redactor::none() } else { Redactor::default() };

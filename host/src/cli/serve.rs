@@ -98,7 +98,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let routers = routers.into_iter().map(|r| shadows.attach(r)).collect();
     let state = edgecascade::serve::AppState::new(routers, metrics.clone());
     let make: edgecascade::serve::MakeRouter = std::sync::Arc::new(move |plugin| {
-        let router = build(plugin).map_err(|e| format!("{e:#}"))?;
+        let router = build(plugin).map_err(|e| -> edgecascade::serve::BoxError { format!("{e:#}").into() })?;
         Ok(shadows.attach(router))
     });
     if args.watch {

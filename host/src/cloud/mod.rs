@@ -22,7 +22,7 @@ pub use anthropic::Anthropic;
 pub use bedrock::{Bedrock, BedrockAuth, BedrockConfigError};
 pub use memo::Memo;
 pub use openai::OpenAi;
-pub use resilient::{BreakerState, Resilient, RetryPolicy};
+pub use resilient::{BreakerState, DEFAULT_ATTEMPTS, Resilient, RetryPolicy};
 
 use edgecascade_abi::ChatMessage;
 use serde::{Deserialize, Serialize};
@@ -173,6 +173,9 @@ pub trait CloudClient: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// [`HttpConfig::read_timeout`]'s default: 10 s for one attempt, headers and body.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings shared by the HTTP clients.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -200,7 +203,7 @@ impl HttpConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             api_key: std::env::var(key_env).ok().filter(|k| !k.is_empty()),
             connect_timeout: Duration::from_secs(2),
-            read_timeout: Duration::from_secs(10),
+            read_timeout: DEFAULT_READ_TIMEOUT,
             max_body: 1 << 20,
             ca_pem: None,
         }

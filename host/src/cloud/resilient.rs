@@ -20,10 +20,13 @@ pub struct RetryPolicy {
     pub breaker_cool_down: Duration,
 }
 
+/// [`RetryPolicy::attempts`]'s default: the first attempt and two retries.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 3,
+            attempts: DEFAULT_ATTEMPTS,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
             breaker_threshold: 5,

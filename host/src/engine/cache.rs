@@ -17,7 +17,7 @@
 //! only precompiled artifacts (`engine::aot`).
 #![cfg_attr(not(feature = "compiler"), allow(dead_code, unused_imports))]
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -25,22 +25,6 @@ use wasmtime::{Engine, Module};
 
 const MAGIC: &[u8; 8] = b"ECMOD001";
 const HEADER: usize = MAGIC.len() + 32;
-
-/// How a module was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CacheOutcome {
-    /// Deserialized from a valid cache entry; no compilation.
-    Hit,
-    /// Compiled, then stored.
-    Compiled,
-    /// A cache entry was corrupt; it was removed and the module recompiled.
-    Rebuilt,
-    /// Compiled; caching is off or the entry could not be written.
-    Uncached,
-    /// Deserialized from the package's precompiled artifact for this host; no compilation.
-    Precompiled,
-}
 
 /// A directory of compiled modules.
 #[derive(Debug, Clone)]
@@ -85,7 +69,7 @@ impl ModuleCache {
 
     #[cfg(feature = "compiler")]
     /// The entry path for a module with this wasm hash, on this engine.
-    pub fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
+    pub(crate) fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
         self.dir.join(format!("{}.cwasm", cache_key(engine, wasm_sha256)))
     }
 
@@ -135,7 +119,7 @@ impl ModuleCache {
         bytes.extend_from_slice(&artifact);
         create_private_dir(&self.dir).map_err(|e| Error::Cache(format!("creating {}: {e}", self.dir.display())))?;
         let path = self.entry_path(engine, wasm_sha256);
-        crate::plugin::write_atomic(&path, &bytes).map_err(|e| Error::Cache(e.to_string()))?;
+        crate::fsutil::write_atomic(&path, &bytes).map_err(|e| Error::Cache(e.to_string()))?;
         Ok(path)
     }
 }

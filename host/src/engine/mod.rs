@@ -5,10 +5,12 @@
 pub mod aot;
 pub mod cache;
 
-use crate::plugin::{Package, Plugin, TrustPolicy, VerifiedPackage, sha256_hex};
+use crate::error::{Error, Result};
+use crate::fsutil::sha256_hex;
+pub use crate::plugin::{CacheOutcome, LoadReport};
+use crate::plugin::{Package, Plugin, TrustPolicy, VerifiedPackage};
 use crate::sandbox::{self, HostState};
-use crate::{Error, Result};
-pub use cache::{CacheOutcome, ModuleCache};
+pub use cache::ModuleCache;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -55,22 +57,6 @@ impl Default for RuntimeConfig {
             pooling: None,
         }
     }
-}
-
-/// What loading a plugin did, for logs and tests.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LoadReport {
-    /// How the module was obtained.
-    pub cache: CacheOutcome,
-    /// Time spent compiling or deserializing.
-    pub module_time: Duration,
-    /// Time spent instantiating the first instance and loading its models.
-    pub instantiate_time: Duration,
-    /// A cache problem that did not stop the load (a corrupt entry, a full disk).
-    pub cache_warning: Option<String>,
-    /// Whether the module is a snapshot with its models already loaded, so
-    /// new instances skip `_initialize` and the model load.
-    pub preinitialized: bool,
 }
 
 /// The engine settings that compiled code depends on, as recorded in
@@ -174,14 +160,23 @@ impl Runtime {
         })
     }
 
-    /// The wasmtime engine.
-    pub fn engine(&self) -> &Engine {
+    /// The wasmtime engine. Crate-private: wasmtime is pinned to one version,
+    /// and a public `wasmtime` type would make each upgrade an embedder's break.
+    pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
     }
 
     /// The module cache, if enabled.
     pub fn cache(&self) -> Option<&ModuleCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// Where this runtime caches the compiled module of a wasm file with this
+    /// sha256 (lowercase hex); `None` when the cache is off. The file exists
+    /// only once the module has been compiled here.
+    #[cfg(feature = "compiler")]
+    pub fn cached_module_path(&self, wasm_sha256: &str) -> Option<PathBuf> {
+        self.cache().map(|c| c.entry_path(self.engine(), wasm_sha256))
     }
 
     pub(crate) fn epoch_tick(&self) -> Duration {
@@ -249,12 +244,12 @@ impl Runtime {
             .instantiate_pre(&module)
             .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
         let report = LoadReport { cache, module_time, instantiate_time: Duration::ZERO, cache_warning, preinitialized };
-        Plugin::new(self, package, pre, report)
+        Plugin::new(self.epoch_tick(), package, pre, report)
     }
 
     /// The compiled module for a package, from the cache when possible.
     #[cfg(feature = "compiler")]
-    pub fn module(&self, package: &VerifiedPackage) -> Result<(Module, CacheOutcome, Option<String>)> {
+    pub(crate) fn module(&self, package: &VerifiedPackage) -> Result<(Module, CacheOutcome, Option<String>)> {
         let engine = self.engine();
         let sha = package.wasm_sha256();
         let name = &package.manifest().plugin.name;
@@ -294,7 +289,7 @@ impl Runtime {
 
     /// Without a compiler, only precompiled artifacts load.
     #[cfg(not(feature = "compiler"))]
-    pub fn module(&self, package: &VerifiedPackage) -> Result<(Module, CacheOutcome, Option<String>)> {
+    pub(crate) fn module(&self, package: &VerifiedPackage) -> Result<(Module, CacheOutcome, Option<String>)> {
         let plugin = &package.manifest().plugin.name;
         Err(Error::InvalidWasm {
             plugin: plugin.to_string(),
@@ -374,7 +369,7 @@ impl Runtime {
             .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
         let ctx = crate::sandbox::CallContext {
             plugin: name.clone(),
-            limits: package.manifest().limits.clone(),
+            limits: package.manifest().limits.sandbox(),
             epoch_tick: self.epoch_tick(),
         };
         // The load runs under its deadline, so this engine needs its own epoch ticker.
@@ -386,7 +381,7 @@ impl Runtime {
                     engine.increment_epoch();
                 }
             });
-            let snapshot = crate::sandbox::Instance::new(&pre, ctx, Some(&package.load_frame()))
+            let snapshot = crate::sandbox::Instance::new(&pre, ctx, Some(&package.load_payload()))
                 .and_then(|mut instance| instance.snapshot(&wizer, &context));
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             snapshot

@@ -17,7 +17,7 @@
 //! latest version whatever it missed.
 
 use super::{CHANNEL_BUCKET, Fleet, PACKAGES_BUCKET, check_token, fleet_error};
-use crate::Runtime;
+use crate::engine::Runtime;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::plugin::manifest::MANIFEST_FILE;
@@ -238,7 +238,7 @@ pub fn adopt(device: &Device, staging: &Path, live_dir: &Path) -> Result<Reload>
     crate::engine::aot::replace_artifacts(&package, live_dir)?;
     crate::gate::install(&package, live_dir)?;
     let plugin = device.runtime.load(live_dir)?;
-    let router = (device.make_router)(plugin).map_err(|reason| refuse(&live_version, reason))?;
+    let router = (device.make_router)(plugin).map_err(|reason| refuse(&live_version, reason.to_string()))?;
     // Counted before the swap, so that whoever sees the new version served also sees it counted.
     device.metrics.channel_update(&name, "promoted");
     device.state.replace(router);
@@ -290,7 +290,7 @@ pub async fn follow(
                 }
                 Err(e) => {
                     device.metrics.channel_update(&plugin, "refused");
-                    on_reload(Reload::Refused { dir: live_dir.clone(), error: e.to_string() });
+                    on_reload(Reload::Refused { dir: live_dir.clone(), error: e });
                     continue;
                 }
             };
@@ -315,8 +315,8 @@ pub async fn follow(
                 Err(e) => {
                     refused.insert(announcement.digest.clone());
                     device.metrics.channel_update(&plugin, "refused");
-                    let error = format!("{} {} from the channel: {e}", announcement.plugin, announcement.version);
-                    on_reload(Reload::Refused { dir: live_dir.clone(), error });
+                    let what = format!("{} {} from the channel", announcement.plugin, announcement.version);
+                    on_reload(Reload::Refused { dir: live_dir.clone(), error: fleet_error("adopting", &what, e) });
                 }
             }
         }

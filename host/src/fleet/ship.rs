@@ -67,7 +67,7 @@ pub async fn ship(fleet: Fleet, spool: Arc<Spool>, device: String, metrics: Metr
     }
 }
 
-async fn peek(spool: &Arc<Spool>) -> crate::Result<Vec<Spooled>> {
+async fn peek(spool: &Arc<Spool>) -> crate::error::Result<Vec<Spooled>> {
     let spool = spool.clone();
     tokio::task::spawn_blocking(move || spool.peek(BATCH))
         .await

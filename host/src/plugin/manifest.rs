@@ -1,6 +1,8 @@
-//! `plugin.toml`, manifest format v1: the typed contract of a plugin package.
+//! `plugin.toml`, manifest format 1: the typed contract of a plugin package.
 //!
 //! ```toml
+//! format = 1                     # the manifest format; optional, default 1
+//!
 //! [plugin]
 //! name = "news-topic"            # [a-z0-9_-], 1-64 chars
 //! version = "1.0.0"
@@ -39,12 +41,21 @@
 //!
 //! Unknown fields are errors, so a typo never silently falls back to a default.
 //!
+//! # Versioning
+//!
+//! `format` names the version of this file format ([`MANIFEST_FORMAT`]). A
+//! field added later comes with a new format number, so a host reads every
+//! format up to its own, and refuses a newer one by that number (`manifest
+//! format 2 is newer than this host reads`), before any field is judged,
+//! instead of naming the new field as a typo. Format 1 is written without the
+//! line, so the bytes (and signatures) of existing packages do not change.
+//!
 //! A package directory may also hold `precompiled/<target triple>.ecaot`:
 //! the plugin compiled ahead of time by `edgecascade compile`. The manifest
 //! does not list those files; each is bound to the package's digest instead
 //! (see [`crate::engine::aot`]).
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path};
 use std::time::Duration;
@@ -52,10 +63,24 @@ use std::time::Duration;
 /// The manifest file's name inside a package.
 pub const MANIFEST_FILE: &str = "plugin.toml";
 
+/// The newest manifest format this host reads (and the one it writes).
+pub const MANIFEST_FORMAT: u32 = 1;
+
+fn format_1() -> u32 {
+    1
+}
+
+fn is_format_1(format: &u32) -> bool {
+    *format == 1
+}
+
 /// A parsed `plugin.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The manifest format, 1 to [`MANIFEST_FORMAT`]. Default 1 (and not written when 1).
+    #[serde(default = "format_1", skip_serializing_if = "is_format_1")]
+    pub format: u32,
     /// Who the plugin is.
     pub plugin: PluginInfo,
     /// The module.
@@ -164,6 +189,18 @@ pub struct Limits {
     pub instances: usize,
 }
 
+impl Limits {
+    /// The caps the sandbox enforces per instance.
+    pub(crate) fn sandbox(&self) -> crate::sandbox::SandboxLimits {
+        crate::sandbox::SandboxLimits {
+            memory: self.memory,
+            load_deadline: self.load_deadline,
+            stderr: self.stderr,
+            output: self.output,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -206,6 +243,18 @@ impl Manifest {
     /// Parses and validates a manifest. `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
         let bad = |message: String| Error::Manifest { path: path.to_path_buf(), message };
+        // The format first: a newer file is named as such, not by its first new field.
+        let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        match table.get("format").map(|f| f.as_integer()) {
+            None => {}
+            Some(Some(n)) if (1..=i64::from(MANIFEST_FORMAT)).contains(&n) => {}
+            Some(Some(n)) if n > i64::from(MANIFEST_FORMAT) => {
+                return Err(bad(format!(
+                    "manifest format {n} is newer than this host reads ({MANIFEST_FORMAT}): upgrade the host"
+                )));
+            }
+            Some(_) => return Err(bad(format!("format must be a whole number from 1 to {MANIFEST_FORMAT}"))),
+        }
         let manifest: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         manifest.validate().map_err(bad)?;
         Ok(manifest)
@@ -416,6 +465,34 @@ mod tests {
         for (text, needle) in cases {
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains(needle), "{e:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_by_its_number_before_its_new_fields() {
+        assert_eq!(parse(MINIMAL).unwrap().format, 1);
+        assert_eq!(
+            parse(&format!(
+                "format = 1
+{MINIMAL}"
+            ))
+            .unwrap(),
+            parse(MINIMAL).unwrap()
+        );
+        // Format 1 is not written, so re-packing keeps the bytes (and signatures) of existing manifests.
+        assert!(!parse(MINIMAL).unwrap().to_toml().contains("format"));
+        let newer = format!(
+            "format = 2
+{MINIMAL}
+[plugin.runtime]
+wasi_nn = true
+"
+        );
+        let e = parse(&newer).unwrap_err().to_string();
+        assert!(e.contains("manifest format 2 is newer than this host reads (1)"), "{e}");
+        for bad in ["format = 0", "format = \"1\"", "format = -3"] {
+            let e = parse(&format!("{bad}\n{MINIMAL}")).unwrap_err().to_string();
+            assert!(e.contains("format must be a whole number from 1 to 1"), "{bad}: {e}");
         }
     }
 }

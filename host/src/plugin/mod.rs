@@ -2,17 +2,20 @@
 //! [`Package`] (manifest read) → [`VerifiedPackage`] (hashes checked) →
 //! [`Plugin`] (compiled, a warm instance loaded, ready to serve).
 
+pub mod artifact;
 pub mod manifest;
 mod package;
+mod report;
 mod sign;
 
-use crate::engine::{LoadReport, Runtime};
-use crate::sandbox::{Call, CallContext, HostState, Instance};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+pub use crate::fsutil::sha256_hex;
+use crate::sandbox::{Call, CallContext, HostState, Instance, LoadPayload};
 use edgecascade_abi::{Answer, Outcome, Prompt, ResultFrame, content_type};
 pub use manifest::Manifest;
-pub use package::{Package, VerifiedPackage, pack, sha256_hex};
-pub(crate) use package::{digest_of, write_atomic};
+pub(crate) use package::digest_of;
+pub use package::{Package, VerifiedPackage, pack};
+pub use report::{CacheOutcome, LoadReport};
 #[cfg(feature = "compiler")]
 pub(crate) use sign::signature;
 pub use sign::{TrustPolicy, keygen, sign, signing_key};
@@ -103,7 +106,7 @@ struct Inner {
     model_bytes: u64,
     pre: InstancePre<HostState>,
     /// The models to load into each new instance; `None` for a pre-initialized snapshot.
-    load_frame: Option<Vec<u8>>,
+    load: Option<LoadPayload>,
     ctx: CallContext,
     report: LoadReport,
     pool: Mutex<Pool>,
@@ -118,21 +121,17 @@ struct Pool {
 
 impl Plugin {
     pub(crate) fn new(
-        runtime: &Runtime,
+        epoch_tick: Duration,
         package: VerifiedPackage,
         pre: InstancePre<HostState>,
         mut report: LoadReport,
     ) -> Result<Plugin> {
         let manifest = package.manifest().clone();
-        let ctx = CallContext {
-            plugin: manifest.plugin.name.clone(),
-            limits: manifest.limits.clone(),
-            epoch_tick: runtime.epoch_tick(),
-        };
-        let load_frame = (!report.preinitialized).then(|| package.load_frame());
+        let ctx = CallContext { plugin: manifest.plugin.name.clone(), limits: manifest.limits.sandbox(), epoch_tick };
+        let load = (!report.preinitialized).then(|| package.load_payload());
         let model_bytes = package.model_bytes();
         let started = Instant::now();
-        let first = Instance::new(&pre, ctx.clone(), load_frame.as_deref())?;
+        let first = Instance::new(&pre, ctx.clone(), load.as_ref())?;
         report.instantiate_time = started.elapsed();
         let pool = Pool { idle: vec![first], stats: PoolStats { created: 1, live: 1, ..Default::default() } };
         Ok(Plugin {
@@ -140,7 +139,7 @@ impl Plugin {
                 manifest,
                 model_bytes,
                 pre,
-                load_frame,
+                load,
                 ctx,
                 report,
                 pool: Mutex::new(pool),
@@ -317,7 +316,7 @@ impl Plugin {
                 pool.stats.live += 1;
                 pool.stats.created += 1;
                 drop(pool);
-                let fresh = Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load_frame.as_deref());
+                let fresh = Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load.as_ref());
                 if fresh.is_err() {
                     self.lock().stats.live -= 1;
                     self.inner.returned.notify_one();
@@ -339,7 +338,7 @@ impl Plugin {
     /// For the benchmarks in `host/benches`; not part of the API.
     #[doc(hidden)]
     pub fn fresh_instance_for_bench(&self) -> Result<impl Sized + use<>> {
-        Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load_frame.as_deref())
+        Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load.as_ref())
     }
 
     /// The linear memory, in bytes, of each idle instance.

@@ -1,7 +1,9 @@
 //! Plugin packages on disk: open → verify, and `pack` to make one.
 
 use super::manifest::{MANIFEST_FILE, Manifest};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::fsutil::{sha256_hex, write_atomic};
+use crate::sandbox::LoadPayload;
 use edgecascade_abi::{ABI_VERSION, FileEntry, FileKind, LoadRequest};
 use std::path::{Path, PathBuf};
 
@@ -160,8 +162,9 @@ impl VerifiedPackage {
         self.manifest.files().map(|(file, _)| file.as_str()).zip(bytes)
     }
 
-    /// The load frame the guest receives (see `guest/ABI.md`).
-    pub(crate) fn load_frame(&self) -> Vec<u8> {
+    /// What each new instance loads (see `guest/ABI.md`): the request, and
+    /// the files' bytes back to back, held once for every instance.
+    pub(crate) fn load_payload(&self) -> LoadPayload {
         let m = &self.manifest;
         let config = serde_json::to_value(&m.config).unwrap_or(serde_json::Value::Null);
         let request = LoadRequest {
@@ -175,13 +178,12 @@ impl VerifiedPackage {
                 .iter()
                 .map(|(name, kind, bytes)| FileEntry { name: name.clone(), kind: *kind, len: bytes.len() as u64 })
                 .collect(),
+            abi_minor: None,
         };
-        let slices: Vec<&[u8]> = self.files.iter().map(|(_, _, b)| b.as_slice()).collect();
-        edgecascade_abi::encode_load(&request, &slices)
+        let files = self.files.iter().map(|(_, _, bytes)| bytes.as_slice()).collect::<Vec<_>>().concat();
+        LoadPayload { request, files }
     }
 }
-
-pub use crate::fsutil::sha256_hex;
 
 /// Makes a package: reads the manifest template at `template` (a `plugin.toml`
 /// whose hashes may be missing), finds each file next to the template or in
@@ -213,7 +215,7 @@ pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest>
     manifest.signature = None;
     let text = manifest.to_toml();
     write_atomic(&out.join(MANIFEST_FILE), text.as_bytes())?;
-    crate::engine::aot::remove_stale(out, &digest_of(text.as_bytes()));
+    super::artifact::remove_stale(out, &digest_of(text.as_bytes()));
     Ok(manifest)
 }
 
@@ -221,5 +223,3 @@ pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest>
 pub(crate) fn digest_of(manifest_bytes: &[u8]) -> String {
     sha256_hex(super::sign::signed_bytes(manifest_bytes).unwrap_or(manifest_bytes))
 }
-
-pub(crate) use crate::fsutil::write_atomic;

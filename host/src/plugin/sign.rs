@@ -29,7 +29,7 @@
 //! unsigned, tampered with, or signed by a key it does not list.
 
 use super::manifest::{MANIFEST_FILE, Manifest, Signature};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use std::path::Path;
 
@@ -184,7 +184,7 @@ pub fn sign(dir: &Path, key: &SigningKey) -> Result<Manifest> {
     let mut file = unsigned;
     file.extend_from_slice(b"\n\n");
     file.extend_from_slice(table.as_bytes());
-    super::write_atomic(&path, &file)?;
+    crate::fsutil::write_atomic(&path, &file)?;
     manifest.signature = Some(sig);
     Ok(manifest)
 }

@@ -10,8 +10,8 @@
 //! they do not know. The retrainer (`models/pipeline/distill.py`) learns from
 //! `scores` when `soft` is true, else from `label`.
 
+use crate::error::{Error, Result};
 use crate::spool::Spool;
-use crate::{Error, Result};
 use edgecascade_abi::Score;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};

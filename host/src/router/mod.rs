@@ -161,6 +161,15 @@ pub struct Latency {
     pub total: f64,
 }
 
+/// [`CascadeConfig::deadline`]'s default: 3 s for the whole request.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);
+/// [`CascadeConfig::max_tokens`]'s default.
+pub const DEFAULT_MAX_TOKENS: u32 = 64;
+/// [`CascadeConfig::cache_entries`]'s default.
+pub const DEFAULT_CACHE_ENTRIES: usize = 4096;
+/// [`CascadeConfig::cache_ttl`]'s default: 1 hour.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
+
 /// How a router escalates.
 #[derive(Debug, Clone)]
 pub struct CascadeConfig {
@@ -200,12 +209,12 @@ impl CascadeConfig {
         let policy = &plugin.manifest().policy;
         CascadeConfig {
             threshold: policy.threshold,
-            deadline: Duration::from_secs(3),
+            deadline: DEFAULT_DEADLINE,
             cloud_model: policy.cloud_model.clone().unwrap_or_else(|| plugin.name().to_string()),
-            max_tokens: 64,
+            max_tokens: DEFAULT_MAX_TOKENS,
             budget: BudgetLimits::default(),
-            cache_entries: 4096,
-            cache_ttl: Duration::from_secs(3600),
+            cache_entries: DEFAULT_CACHE_ENTRIES,
+            cache_ttl: DEFAULT_CACHE_TTL,
             redactor: Redactor::default(),
             audit_rate: policy.audit_rate,
         }
@@ -419,7 +428,7 @@ impl Router {
             }
             Err(e) => {
                 // Out of time reading a good reply is the deadline's fault, not the reply's.
-                let kind = if matches!(e, crate::Error::Busy { .. } | crate::Error::Deadline { .. }) {
+                let kind = if matches!(e, crate::error::Error::Busy { .. } | crate::error::Error::Deadline { .. }) {
                     "deadline"
                 } else {
                     "bad_reply"

@@ -7,8 +7,7 @@
 
 mod stderr;
 
-use crate::plugin::manifest::Limits;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use edgecascade_abi::{ResultFrame, exports, unpack};
 use std::time::Duration;
 use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, Trap, TypedFunc};
@@ -170,11 +169,35 @@ pub(crate) struct Instance {
     ctx: CallContext,
 }
 
+/// The caps one instance runs under. The sandbox's own type, so that this
+/// lowest layer does not depend on the manifest's file format; the plugin
+/// layer fills it from `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SandboxLimits {
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory: u64,
+    /// Budget of instantiating and loading the models.
+    pub load_deadline: Duration,
+    /// Cap on the stderr bytes kept per call.
+    pub stderr: u64,
+    /// Cap on one result frame, in bytes.
+    pub output: u64,
+}
+
+/// What a new instance loads: the load request and its files' bytes, back to
+/// back. The header is written per instance, for the ABI minor the guest
+/// says it speaks (a minor-0 guest refuses fields it does not know).
+#[derive(Debug, Clone)]
+pub(crate) struct LoadPayload {
+    pub request: edgecascade_abi::LoadRequest,
+    pub files: Vec<u8>,
+}
+
 /// What every call needs to know to enforce limits and name errors.
 #[derive(Clone)]
 pub(crate) struct CallContext {
     pub plugin: String,
-    pub limits: Limits,
+    pub limits: SandboxLimits,
     pub epoch_tick: Duration,
 }
 
@@ -197,21 +220,24 @@ impl CallContext {
             return match (trap, panic) {
                 (Trap::Interrupt, _) => Error::Deadline { plugin, deadline },
                 (Trap::UnreachableCodeReached, Some(message)) => Error::GuestPanic { plugin, message },
-                (trap, _) => Error::GuestTrap { plugin, trap: trap.to_string() },
+                (trap, _) => {
+                    Error::GuestTrap { plugin, code: crate::error::TrapCode::of(trap), trap: trap.to_string() }
+                }
             };
         }
         if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            return Error::GuestTrap { plugin, trap: format!("the guest called exit({})", exit.0) };
+            let (code, trap) = (crate::error::TrapCode::Exit(exit.0), format!("the guest called exit({})", exit.0));
+            return Error::GuestTrap { plugin, code, trap };
         }
-        Error::GuestTrap { plugin, trap: format!("{err:#}") }
+        Error::GuestTrap { plugin, code: crate::error::TrapCode::Other, trap: format!("{err:#}") }
     }
 }
 
 impl Instance {
     /// Instantiates, runs `_initialize`, checks the ABI version, and loads the
-    /// models from `load_frame`. With `None`, the module is a pre-initialized
+    /// models from `load`. With `None`, the module is a pre-initialized
     /// snapshot whose models are already loaded: only the ABI version is checked.
-    pub(crate) fn new(pre: &InstancePre<HostState>, ctx: CallContext, load_frame: Option<&[u8]>) -> Result<Instance> {
+    pub(crate) fn new(pre: &InstancePre<HostState>, ctx: CallContext, load: Option<&LoadPayload>) -> Result<Instance> {
         let engine = pre.module().engine();
         let stderr = StderrCapture::new(ctx.limits.stderr as usize);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -247,7 +273,7 @@ impl Instance {
             export: name.to_string(),
             detail: format!("{e}"),
         };
-        let initialize = match load_frame {
+        let initialize = match load {
             Some(_) => Some(
                 func(&mut store, exports::INITIALIZE)?
                     .typed::<(), ()>(&store)
@@ -258,10 +284,15 @@ impl Instance {
         let version = func(&mut store, exports::ABI_VERSION)?
             .typed::<(), i32>(&store)
             .map_err(|e| typed_err(exports::ABI_VERSION, e))?;
+        // Optional: a guest without it is minor 0.
+        let minor = match instance.get_func(&mut store, exports::ABI_MINOR) {
+            Some(f) => Some(f.typed::<(), i32>(&store).map_err(|e| typed_err(exports::ABI_MINOR, e))?),
+            None => None,
+        };
         let pair = |store: &mut Store<HostState>, name: &str| {
             func(store, name)?.typed::<(i32, i32), i64>(&*store).map_err(|e| typed_err(name, e))
         };
-        let load = pair(&mut store, exports::LOAD)?;
+        let load_fn = pair(&mut store, exports::LOAD)?;
         let infer = pair(&mut store, exports::INFER)?;
         let prompt = pair(&mut store, exports::PROMPT)?;
         let parse_reply = pair(&mut store, exports::PARSE_REPLY)?;
@@ -285,8 +316,13 @@ impl Instance {
                 found: found.into(),
             });
         }
-        let Some(load_frame) = load_frame else { return Ok(this) };
-        let frame = this.call_raw(load, &[load_frame], load_deadline)?;
+        let Some(payload) = load else { return Ok(this) };
+        let guest_minor = match minor {
+            Some(minor) => this.guarded(load_deadline, |store| minor.call(store, ()))?.max(0) as u32,
+            None => 0,
+        };
+        let header = edgecascade_abi::encode_load_header(&payload.request.clone().for_guest_minor(guest_minor));
+        let frame = this.call_raw(load_fn, &[&header, &payload.files], load_deadline)?;
         match frame.decode::<edgecascade_abi::Loaded>() {
             Ok(edgecascade_abi::Outcome::Ok(_)) => Ok(this),
             Ok(edgecascade_abi::Outcome::Error(e)) if e.kind == edgecascade_abi::ErrorKind::Model => {

@@ -28,21 +28,26 @@ pub struct Options {
     pub requests: Option<usize>,
 }
 
-impl Options {
-    pub fn parse(rest: &[String]) -> Result<Options> {
-        let flag = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1));
-        let number = |name: &str, default: usize| -> Result<usize> {
-            flag(name)
-                .map(|v| v.parse().with_context(|| format!("{name} {v}")))
-                .transpose()
-                .map(|v| v.unwrap_or(default))
-        };
-        let requests = flag("--requests").map(|v| v.parse().with_context(|| format!("--requests {v}"))).transpose()?;
-        let options =
-            Options { devices: number("--devices", 8)?, rounds: number("--rounds", 3)?, offline: 1, requests };
-        ensure!(options.devices >= 2, "--devices must be at least 2 (one of them goes offline)");
-        ensure!(options.rounds >= 1, "--rounds must be at least 1");
-        Ok(options)
+/// `cargo xtask fleet` flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Devices, each serving its own shard of the stream (at least 2: one goes offline).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    devices: usize,
+    /// Rounds of serve, collect, train, gate and promote.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: usize,
+    /// Requests served over all rounds, from the head of the stream [default: all of it].
+    #[arg(long, value_name = "N")]
+    requests: Option<usize>,
+}
+
+impl Args {
+    /// The run these flags ask for.
+    pub fn options(&self) -> Result<Options> {
+        ensure!(self.devices >= 2, "--devices must be at least 2 (one of them goes offline)");
+        ensure!(self.rounds >= 1, "--rounds must be at least 1");
+        Ok(Options { devices: self.devices, rounds: self.rounds, offline: 1, requests: self.requests })
     }
 }
 
@@ -349,10 +354,11 @@ pub fn run(project: &Project, options: &Options) -> Result<()> {
     super::run(Command::new(&bin).args(["keygen", "--out"]).arg(&stranger))?;
     let forged = work.join("forged").join(PLUGIN);
     copy_dir(&trainer_live, &forged)?;
-    let manifest = std::fs::read_to_string(forged.join("plugin.toml"))?;
-    let manifest = manifest.replace(&format!("version = \"{version}\""), "version = \"66.6.6\"");
-    let manifest = manifest.split("\n[signature]").next().unwrap_or(&manifest).to_string();
-    std::fs::write(forged.join("plugin.toml"), manifest)?;
+    let mut manifest: toml::Table = toml::from_str(&std::fs::read_to_string(forged.join("plugin.toml"))?)?;
+    manifest.remove("signature");
+    let plugin = manifest.get_mut("plugin").and_then(|p| p.as_table_mut()).context("the manifest has [plugin]")?;
+    plugin.insert("version".into(), "66.6.6".into());
+    std::fs::write(forged.join("plugin.toml"), toml::to_string(&manifest)?)?;
     super::run(Command::new(&bin).args(["sign", "--key"]).arg(&stranger).arg(&forged))?;
     super::run(Command::new(&bin).args(["fleet", "publish", "--nats", &nats.url]).arg(&forged).stdout(Stdio::null()))?;
     for device in &devices {

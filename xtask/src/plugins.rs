@@ -1,0 +1,73 @@
+//! `cargo xtask plugins`: the guests for wasm32-wasip1, the host, and every package under guest/packages.
+
+use super::{HostBuild, Project, run, step};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+impl Project {
+    pub(crate) fn ensure_wasm_target(&self) -> Result<()> {
+        let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+        let has = matches!(&installed, Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip1"));
+        if !has {
+            step("installing the wasm32-wasip1 target (rustup target add wasm32-wasip1)");
+            run(Command::new("rustup").args(["target", "add", "wasm32-wasip1"]))
+                .context("the guests need the wasm32-wasip1 target: run `rustup target add wasm32-wasip1`")?;
+        }
+        Ok(())
+    }
+
+    /// Builds the guests and the host binary, then packs every template under guest/packages.
+    pub(crate) fn plugins(&self, host: HostBuild) -> Result<()> {
+        self.ensure_wasm_target()?;
+        step("building guest plugins (wasm32-wasip1, +simd128)");
+        run(Command::new("cargo")
+            .current_dir(self.root.join("guest"))
+            .env("CARGO_TARGET_DIR", self.target.join("guest"))
+            .env_remove("RUSTFLAGS")
+            .args(["build", "--release", "--target", "wasm32-wasip1"]))?;
+        step("building the host (release)");
+        // Always with the tests' feature set: `cargo build -p edgecascade` unifies features
+        // differently, so `demo` after `test` (or the other way round) recompiled wasmtime,
+        // Cranelift and tract, about 30 minutes on 2 cores. Building the test binaries as well
+        // costs a few minutes once.
+        run(Command::new("cargo").current_dir(&self.root).args(["test", "--release", "--workspace", "--no-run"]))?;
+        if let HostBuild::WithTests = host {
+            // `cargo test` builds a cdylib only as a test harness; the C API test links the real one.
+            // The same targets as `cargo test`, so that features unify alike: `-p edgecascade-capi`
+            // alone rebuilt wasmtime, Cranelift and tokio (13 min on 2 cores; this takes 17 s).
+            run(Command::new("cargo").current_dir(&self.root).args([
+                "build",
+                "--release",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ]))?;
+        }
+        step("packing plugins");
+        let wasm_dir = self.target.join("guest/wasm32-wasip1/release");
+        let mut templates: Vec<PathBuf> = std::fs::read_dir(self.root.join("guest/packages"))?
+            .filter_map(|e| e.ok().map(|e| e.path().join("plugin.toml")))
+            .filter(|p| p.is_file())
+            .collect();
+        templates.sort();
+        for template in templates {
+            let name = template.parent().and_then(|p| p.file_name()).context("template dir")?;
+            let out = self.plugins_dir().join(name);
+            run(Command::new(self.binary())
+                .arg("pack")
+                .arg(&template)
+                .arg("--search")
+                .arg(&wasm_dir)
+                .arg("--search")
+                .arg(self.root.join("models/onnx"))
+                .arg("--search")
+                .arg(self.root.join("models"))
+                .arg("--out")
+                .arg(&out))?;
+        }
+        Ok(())
+    }
+}

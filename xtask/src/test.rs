@@ -56,7 +56,8 @@ impl Project {
                 "edgecascade-guest",
                 "--no-default-features",
                 "--features",
-                "text",
+                // The ABI's JSON Schema is checked against its types and guest/ABI.md here.
+                "text,edgecascade-abi/schema",
             ]))?;
         let (arm_host, edge_key) = self.edge()?;
         step("host unit, end-to-end and doc tests");

@@ -19,6 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "schema")]
+pub mod schema;
 mod tensor;
 pub use tensor::{NpyError, Tensor, TensorData};
 
@@ -115,6 +117,7 @@ pub fn unpack(packed: i64) -> (u32, u32) {
 
 /// One answer, local or from a large model: the same shape either way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Answer {
     /// The predicted label, for classifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +150,7 @@ impl Answer {
 
 /// A label and its score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Score {
     /// The label.
     pub label: String,
@@ -156,6 +160,7 @@ pub struct Score {
 
 /// How a plugin phrases its task for a large model: OpenAI-style chat messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Prompt {
     /// The conversation to send, in order.
     pub messages: Vec<ChatMessage>,
@@ -166,6 +171,7 @@ pub struct Prompt {
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChatMessage {
     /// Who speaks.
     pub role: Role,
@@ -175,6 +181,7 @@ pub struct ChatMessage {
 
 /// The speaker of a [`ChatMessage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions.
@@ -187,6 +194,7 @@ pub enum Role {
 
 /// The body of a [`Status::Beyond`] frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Beyond {
     /// Why the input is beyond the plugin, for logs and metrics.
     pub reason: String,
@@ -194,6 +202,7 @@ pub struct Beyond {
 
 /// The body of a [`Status::Error`] frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct GuestError {
     /// The class of failure.
     pub kind: ErrorKind,
@@ -203,6 +212,7 @@ pub struct GuestError {
 
 /// Classes of guest-reported failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The input is malformed (wrong content type, bad JSON, wrong tensor shape).
@@ -223,6 +233,7 @@ pub enum ErrorKind {
 
 /// The body of a successful load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Loaded {
     /// Free-form facts the plugin reports about itself (models, inputs).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
@@ -232,6 +243,7 @@ pub struct Loaded {
 /// The header of a load frame: `[u32 LE header length][header JSON][file bytes...]`.
 /// File bytes follow the header back to back, in the order of [`LoadRequest::files`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LoadRequest {
     /// The ABI version of the host.
     pub abi_version: u32,
@@ -271,6 +283,7 @@ impl LoadRequest {
 
 /// One file handed to the plugin at load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileEntry {
     /// The name the plugin asks for it by.
     pub name: String,
@@ -282,6 +295,7 @@ pub struct FileEntry {
 
 /// What a loaded file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
     /// An ONNX model.

@@ -308,7 +308,10 @@ impl<'de> Deserialize<'de> for Tensor {
                         }
                         "bytes" if bytes.is_some() => return Err(duplicate()),
                         "bytes" => bytes = Some(map.next_value()?),
-                        other => return Err(de::Error::unknown_field(other, FIELDS)),
+                        // A tolerant reader (ABI minor 1): a field of a newer minor is passed over.
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
                     }
                 }
                 let name = name.unwrap_or_default();
@@ -498,7 +501,10 @@ mod tests {
         assert!(err(r#"{"shape":[1],"dtype":"bool","bytes":"Ag=="}"#).contains("not a bool"));
         assert!(err(r#"{"shape":[1],"dtype":"f32","bytes":"AAA="}"#).contains("whole number"));
         assert!(err(r#"{"shape":[1],"dtype":"f32","data":[1],"bytes":"AACAPw=="}"#).contains("both"));
-        assert!(err(r#"{"shape":[1],"dtype":"f32","values":[1]}"#).contains("unknown field `values`"));
+        // A misspelt field is passed over (tolerant readers), and the tensor then lacks its values.
+        assert!(err(r#"{"shape":[1],"dtype":"f32","values":[1]}"#).contains("no \"data\" or \"bytes\""));
+        let newer: Tensor = serde_json::from_str(r#"{"shape":[1],"dtype":"f32","data":[1],"unit":"m"}"#).unwrap();
+        assert_eq!(newer.data, TensorData::F32(vec![1.0]));
         assert!(err(r#"{"shape":[1],"dtype":"f32","data":[null]}"#).contains("null"));
     }
 

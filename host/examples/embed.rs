@@ -5,8 +5,8 @@
 //! cargo run --release --example embed -- target/plugins/news-topic [http://127.0.0.1:8080/v1]
 //! ```
 
-use edgecascade::cloud::{CloudClient, OpenAi, Resilient, RetryPolicy};
-use edgecascade::{CascadeConfig, Input, Metrics, Mode, Router, Runtime};
+use edgecascade::cloud::{OpenAi, Resilient, RetryPolicy};
+use edgecascade::{Input, Mode, Router, Runtime};
 use std::sync::Arc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,10 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.next().unwrap_or_else(|| "target/plugins/news-topic".into());
     let runtime = Runtime::new(Default::default())?;
     let plugin = runtime.load(&dir)?;
-    let cloud = args
-        .next()
-        .map(|url| Arc::new(Resilient::new(OpenAi::with_url(&url), RetryPolicy::default())) as Arc<dyn CloudClient>);
-    let router = Router::new(plugin.clone(), cloud, CascadeConfig::for_plugin(&plugin), Metrics::default());
+    let mut router = Router::builder(plugin);
+    if let Some(url) = args.next() {
+        router = router.cloud(Arc::new(Resilient::new(OpenAi::with_url(&url), RetryPolicy::default())));
+    }
+    let router = router.build();
     for line in std::io::stdin().lines() {
         let reply = router.route(&Input::text(line?), Mode::Auto);
         let label = reply.answer.as_ref().and_then(|a| a.label.clone()).unwrap_or_default();

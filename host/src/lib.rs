@@ -134,7 +134,7 @@ pub use engine::{CacheOutcome, LoadReport, ModuleCache, PrecompileOptions, Preco
 pub use error::{Error, Result, TrapCode};
 pub use metrics::Metrics;
 pub use plugin::{Input, Local, Manifest, Package, Plugin, PoolStats, VerifiedPackage};
-pub use router::{CascadeConfig, Mode, Reason, Reply, Router, Source};
+pub use router::{CascadeConfig, Mode, Reason, Reply, Router, RouterBuilder, Source};
 
 /// The README's Rust snippets, compiled as doctests so that they stay true.
 #[cfg(doctest)]

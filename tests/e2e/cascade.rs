@@ -24,14 +24,18 @@ fn edge(
     threshold: f32,
     tweak: impl FnOnce(&mut CascadeConfig),
 ) -> (Router, Metrics) {
-    let plugin = loaded("news-topic");
-    let mut config = CascadeConfig::for_plugin(&plugin);
-    config.threshold = threshold;
-    config.deadline = Duration::from_secs(2);
-    config.cloud_model = "news-topic-large".into();
-    tweak(&mut config);
+    // Through the builder an embedder uses: the manifest's policy, then these settings.
     let metrics = Metrics::default();
-    (Router::new(plugin, cloud, config, metrics.clone()), metrics)
+    let mut router = Router::builder(loaded("news-topic")).metrics(metrics.clone()).configure(|config| {
+        config.threshold = threshold;
+        config.deadline = Duration::from_secs(2);
+        config.cloud_model = "news-topic-large".into();
+        tweak(config);
+    });
+    if let Some(cloud) = cloud {
+        router = router.cloud(cloud);
+    }
+    (router.build(), metrics)
 }
 
 fn assert_low_confidence_locally() {

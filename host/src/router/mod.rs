@@ -239,6 +239,51 @@ pub struct Router {
     metrics: Metrics,
 }
 
+/// Builds a [`Router`] ([`Router::builder`]).
+pub struct RouterBuilder {
+    plugin: Plugin,
+    cloud: Option<Arc<dyn CloudClient>>,
+    config: CascadeConfig,
+    metrics: Metrics,
+    log: Option<EscalationLog>,
+}
+
+impl RouterBuilder {
+    /// Escalate to this large model. Default: none, so nothing leaves the device.
+    pub fn cloud(mut self, cloud: Arc<dyn CloudClient>) -> RouterBuilder {
+        self.cloud = Some(cloud);
+        self
+    }
+
+    /// Adjusts the cascade's settings, which start as the manifest's policy
+    /// and the defaults that [`CascadeConfig`] states.
+    pub fn configure(mut self, adjust: impl FnOnce(&mut CascadeConfig)) -> RouterBuilder {
+        adjust(&mut self.config);
+        self
+    }
+
+    /// Counts into these metrics (shared with other routers and a server). Default: its own.
+    pub fn metrics(mut self, metrics: Metrics) -> RouterBuilder {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Appends every escalation to `log`. Default: no log.
+    pub fn log(mut self, log: EscalationLog) -> RouterBuilder {
+        self.log = Some(log);
+        self
+    }
+
+    /// The router.
+    pub fn build(self) -> Router {
+        let router = Router::new(self.plugin, self.cloud, self.config, self.metrics);
+        match self.log {
+            Some(log) => router.with_log(log),
+            None => router,
+        }
+    }
+}
+
 /// What the cloud step produced.
 struct CloudOutcome {
     answer: Result<Answer, CloudFailure>,
@@ -248,6 +293,29 @@ struct CloudOutcome {
 }
 
 impl Router {
+    /// A router for `plugin` with the manifest's policy ([`CascadeConfig::for_plugin`]),
+    /// no cloud (every request is answered locally) and fresh metrics, until the
+    /// builder says otherwise.
+    ///
+    /// ```no_run
+    /// use edgecascade::cloud::{OpenAi, Resilient, RetryPolicy};
+    /// use edgecascade::{Input, Mode, Router, Runtime};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let plugin = Runtime::new(Default::default())?.load("target/plugins/news-topic")?;
+    /// let router = Router::builder(plugin)
+    ///     .cloud(Arc::new(Resilient::new(OpenAi::with_url("http://gateway:8080/v1"), RetryPolicy::default())))
+    ///     .configure(|c| c.deadline = Duration::from_millis(800))
+    ///     .build();
+    /// let reply = router.route(&Input::text("Shares rose after the merger"), Mode::Auto);
+    /// # Ok::<(), edgecascade::Error>(())
+    /// ```
+    pub fn builder(plugin: Plugin) -> RouterBuilder {
+        let config = CascadeConfig::for_plugin(&plugin);
+        RouterBuilder { plugin, cloud: None, config, metrics: Metrics::default(), log: None }
+    }
+
     /// A router for `plugin`, escalating to `cloud` (none: local only).
     pub fn new(plugin: Plugin, cloud: Option<Arc<dyn CloudClient>>, config: CascadeConfig, metrics: Metrics) -> Router {
         let cache = NonZeroUsize::new(config.cache_entries).map(|n| Mutex::new(lru::LruCache::new(n)));

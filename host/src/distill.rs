@@ -462,7 +462,8 @@ impl<'a> Loop<'a> {
         let live_router = self.replay_router(live.clone(), teacher.clone(), live.manifest().policy.threshold);
         let threshold = candidate.manifest().policy.threshold;
         let candidate_router = self.replay_router(candidate, teacher.clone(), threshold);
-        let report = gate::evaluate(&live_router, &candidate_router, &data.check, self.config.gate_rule(), || {})?;
+        let check = gate::Check { rows: &data.check, rule: self.config.gate_rule() };
+        let report = gate::evaluate(&live_router, &candidate_router, check, || {})?;
         let promoted = gate::apply(&report, &candidate_package, &self.live_dir)?;
         Ok(Step { candidate: candidate_package, report, promoted, shadow_disagreements })
     }

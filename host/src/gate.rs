@@ -23,7 +23,8 @@
 //! #         rows: &[edgecascade::eval::Row]) -> edgecascade::Result<()> {
 //! use edgecascade::gate;
 //! let package = runtime.verify("candidates/sentiment-1.1.0")?;
-//! let report = gate::evaluate(live, candidate, rows, gate::Rule::NoLessAccurate { tolerance: 0.0 }, || {})?;
+//! let check = gate::Check { rows, rule: gate::Rule::NoLessAccurate { tolerance: 0.0 } };
+//! let report = gate::evaluate(live, candidate, check, || {})?;
 //! print!("{}", report.table());
 //! if gate::apply(&report, &package, std::path::Path::new("live/sentiment"))? {
 //!     println!("promoted");
@@ -233,17 +234,24 @@ pub fn check_pair(live: &Manifest, candidate: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Answers `rows` with both routers and decides. The routers should share
-/// one cloud client and settings, with their answer caches off (as
-/// [`eval::observe`] wants), so the only difference is the plugin version.
-/// `progress` is called once per row per version.
-pub fn evaluate(
-    live: &Router,
-    candidate: &Router,
-    rows: &[Row],
-    rule: Rule,
-    mut progress: impl FnMut(),
-) -> Result<Report> {
+/// What [`evaluate`] checks a candidate on.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// Labelled rows that both versions answer. Neither model may have been
+    /// trained on them, or the gate measures memory. No default.
+    pub rows: &'a [Row],
+    /// How the gate decides. No default: the loop uses [`Rule::BetterOrCheaper`],
+    /// `edgecascade promote` [`Rule::NoLessAccurate`].
+    pub rule: Rule,
+}
+
+/// Answers the check's rows with both routers and decides by its rule. The
+/// routers should share one cloud client and settings, with their answer
+/// caches off (as [`eval::observe`] wants), so the only difference is the
+/// plugin version. `progress` is called once per row per version. Fails with
+/// [`Error::NotACandidate`] when the two are not versions of one plugin.
+pub fn evaluate(live: &Router, candidate: &Router, check: Check<'_>, mut progress: impl FnMut()) -> Result<Report> {
+    let Check { rows, rule } = check;
     check_pair(live.plugin().manifest(), candidate.plugin().manifest())?;
     let mut observe = |router: &Router| (eval::observe(router, rows, &mut progress), router.config().threshold);
     let (live_obs, candidate_obs) = (observe(live), observe(candidate));

@@ -67,10 +67,8 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let live = cascade.router(super::load_with_progress(&runtime, live_package)?, cloud.clone(), metrics.clone())?;
     let candidate = cascade.router(super::load_with_progress(&runtime, candidate_package.clone())?, cloud, metrics)?;
     let bar = progress_bar(2 * rows.len());
-    let report =
-        gate::evaluate(&live, &candidate, &rows, gate::Rule::NoLessAccurate { tolerance: args.tolerance }, || {
-            bar.inc(1)
-        })?;
+    let check = gate::Check { rows: &rows, rule: gate::Rule::NoLessAccurate { tolerance: args.tolerance } };
+    let report = gate::evaluate(&live, &candidate, check, || bar.inc(1))?;
     bar.finish_and_clear();
     let promoted = !args.dry_run && gate::apply(&report, &candidate_package, &args.live)?;
 

@@ -76,6 +76,7 @@ struct Inner {
     shadow_compared: Family<ByCandidate, Counter>,
     audits: Family<ByPlugin, Counter>,
     audit_agreements: Family<ByPlugin, Counter>,
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
     serving: Family<ByVersion, Gauge>,
     ship_queued: Gauge,
     ship_spooled: Counter,
@@ -295,6 +296,7 @@ impl Metrics {
     }
 
     /// Marks `version` as the one `plugin` serves (and `replaced`, if any, as no longer served).
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
     pub(crate) fn serving(&self, plugin: &str, replaced: Option<&str>, version: &str) {
         if let Some(old) = replaced.filter(|old| *old != version) {
             self.inner.serving.remove(&ByVersion { plugin: plugin.to_string(), version: old.to_string() });

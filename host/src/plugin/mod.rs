@@ -13,6 +13,7 @@ pub use crate::fsutil::sha256_hex;
 use crate::sandbox::{Call, CallContext, HostState, Instance, LoadPayload};
 use edgecascade_abi::{Answer, Outcome, Prompt, ResultFrame, content_type};
 pub use manifest::Manifest;
+#[cfg(feature = "fleet")]
 pub(crate) use package::digest_of;
 pub use package::{Package, VerifiedPackage, pack};
 pub use report::{CacheOutcome, LoadReport};

@@ -238,7 +238,11 @@ impl Runtime {
         let module_time = started.elapsed();
         let name = &package.manifest().plugin.name;
         sandbox::check_exports(name, &module, preinitialized)?;
-        let pre = self.inner.linker.instantiate_pre(&module).map_err(|e| Error::instantiate(name, e))?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
         let report = LoadReport { cache, module_time, instantiate_time: Duration::ZERO, cache_warning, preinitialized };
         Plugin::new(self.epoch_tick(), package, pre, report)
     }
@@ -295,7 +299,6 @@ impl Runtime {
                 aot::host_target(),
                 aot::host_target()
             ),
-            source: None,
         })
     }
 
@@ -317,7 +320,9 @@ impl Runtime {
         // Code for this very host keeps Cranelift's native CPU features; another target gets its baseline.
         let config = wasmtime_config((target != aot::host_target()).then_some(target.as_str()))?;
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let code = engine.precompile_module(&wasm).map_err(|e| Error::invalid_wasm(&manifest.plugin.name, e))?;
+        let code = engine
+            .precompile_module(&wasm)
+            .map_err(|e| Error::InvalidWasm { plugin: manifest.plugin.name.clone(), message: format!("{e:#}") })?;
         let compile_time = started.elapsed();
         let header = aot::ArtifactHeader {
             plugin: manifest.plugin.name.clone(),
@@ -359,7 +364,9 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let module = self.compile_with(&engine, name, &instrumented)?;
         sandbox::check_exports(name, &module, false)?;
-        let pre = sandbox::linker(&engine)?.instantiate_pre(&module).map_err(|e| Error::instantiate(name, e))?;
+        let pre = sandbox::linker(&engine)?
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
         let ctx = crate::sandbox::CallContext {
             plugin: name.clone(),
             limits: package.manifest().limits.sandbox(),
@@ -383,7 +390,8 @@ impl Runtime {
 
     #[cfg(feature = "compiler")]
     fn compile_with(&self, engine: &Engine, plugin: &str, wasm: &[u8]) -> Result<Module> {
-        Module::from_binary(engine, wasm).map_err(|e| Error::invalid_wasm(plugin, e))
+        Module::from_binary(engine, wasm)
+            .map_err(|e| Error::InvalidWasm { plugin: plugin.to_string(), message: format!("{e:#}") })
     }
 }
 

@@ -259,7 +259,7 @@ impl Instance {
             if state.limiter.hit {
                 return Error::MemoryCap { plugin: plugin.clone(), cap: ctx.limits.memory };
             }
-            Error::instantiate(&plugin, e)
+            Error::Instantiate { plugin: plugin.clone(), message: format!("{e:#}") }
         })?;
         let func = |store: &mut Store<HostState>, name: &str| {
             instance.get_func(&mut *store, name).ok_or_else(|| Error::MissingExport {

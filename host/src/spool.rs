@@ -69,6 +69,7 @@ pub struct Spool {
     segment_cap: u64,
     state: Mutex<State>,
     /// Woken on every append, for a shipper waiting for work.
+    #[cfg(feature = "fleet")]
     notify: tokio::sync::Notify,
 }
 
@@ -128,7 +129,14 @@ impl Spool {
         state.stats.bytes = state.segments.iter().map(|s| s.bytes).sum();
         // A segment of an eighth of the cap: the cap is kept to within one segment.
         let segment_cap = (cap / 8).max(4096);
-        Ok(Spool { dir, cap, segment_cap, state: Mutex::new(state), notify: tokio::sync::Notify::new() })
+        Ok(Spool {
+            dir,
+            cap,
+            segment_cap,
+            state: Mutex::new(state),
+            #[cfg(feature = "fleet")]
+            notify: tokio::sync::Notify::new(),
+        })
     }
 
     /// The spool's directory.
@@ -171,6 +179,7 @@ impl Spool {
         state.stats.appended += 1;
         state.stats.queued += 1;
         drop(state);
+        #[cfg(feature = "fleet")]
         self.notify.notify_one();
         Ok(())
     }
@@ -232,6 +241,8 @@ impl Spool {
     }
 
     /// Waits until a record is appended (or returns at once if one was appended since the last wait).
+    /// For a shipper on a tokio runtime; with the `fleet` feature.
+    #[cfg(feature = "fleet")]
     pub async fn appended(&self) {
         self.notify.notified().await
     }

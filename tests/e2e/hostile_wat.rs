@@ -21,6 +21,8 @@ fn guest(memory_pages: u32, overrides: &[(&str, &str)]) -> Vec<u8> {
           (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
           (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
           (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "sock_accept" (func $sock_accept (param i32 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "sock_recv" (func $sock_recv (param i32 i32 i32 i32 i32 i32) (result i32)))
@@ -170,6 +172,30 @@ fn stdin_is_empty_and_sockets_that_were_never_given_do_not_exist() {
                         (i32.const 600))) (then unreachable)) \
                    (i64.const 68719476755)";
     let (_tmp, p) = loaded_guest(&[("infer", sockets)]);
+    assert!(matches!(infer(&p), Ok(Local::Answered(_))), "{:?}", infer(&p));
+}
+
+#[test]
+fn wasi_calls_with_pointers_outside_memory_fail_with_efault() {
+    // One page of memory: 65536 is the first address past it. Each call must
+    // return EFAULT (21), or EINVAL (28) for the CPU-time clock; else the guest traps.
+    let expect = |call: &str, errno: u32| format!("(if (i32.ne {call} (i32.const {errno})) (then unreachable)) ");
+    let calls = [
+        // The iovec list itself is out of bounds.
+        expect("(call $fd_write (i32.const 2) (i32.const 65532) (i32.const 1) (i32.const 600))", 21),
+        // The iovec at 256 points at 100 bytes from 65530.
+        "(i32.store (i32.const 256) (i32.const 65530)) (i32.store (i32.const 260) (i32.const 100)) ".into(),
+        expect("(call $fd_write (i32.const 2) (i32.const 256) (i32.const 1) (i32.const 600))", 21),
+        expect("(call $random_get (i32.const 65500) (i32.const 100))", 21),
+        expect("(call $random_get (i32.const -1) (i32.const 2))", 21),
+        expect("(call $clock_time_get (i32.const 1) (i64.const 0) (i32.const 65535))", 21),
+        expect("(call $clock_time_get (i32.const 2) (i64.const 0) (i32.const 600))", 28),
+        // And the good calls succeed.
+        expect("(call $random_get (i32.const 512) (i32.const 64))", 0),
+        expect("(call $clock_time_get (i32.const 1) (i64.const 0) (i32.const 600))", 0),
+    ];
+    let body = format!("{} (i64.const {ANSWER})", calls.concat());
+    let (_tmp, p) = loaded_guest(&[("infer", &body)]);
     assert!(matches!(infer(&p), Ok(Local::Answered(_))), "{:?}", infer(&p));
 }
 

@@ -1,29 +1,26 @@
 //! One sandboxed instance of a plugin and the checked calls into it.
 //!
-//! An [`Instance`] owns a wasmtime `Store`: the guest's memory, its WASI
-//! context (no files, no network, no env, no args; stderr captured with a
-//! cap), a limiter that caps memory, and an epoch deadline per call. Every
+//! An [`Instance`] owns a wasmtime `Store`: the guest's memory, its
+//! deny-by-default WASI ([`wasi`]: clocks and randomness; no files, network,
+//! env or args; stderr captured with a cap), a limiter that caps memory, and an epoch deadline per call. Every
 //! pointer and length the guest returns is bounds-checked before it is read.
 
 mod stderr;
+mod wasi;
 
 use crate::error::{Error, Result};
 use edgecascade_abi::{ResultFrame, exports, unpack};
 use std::time::Duration;
 use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, Trap, TypedFunc};
-use wasmtime_wasi::p1::WasiP1Ctx;
 
-pub(crate) use stderr::StderrCapture;
+use stderr::StderrCapture;
+use wasi::GuestExit;
 
 /// The longest panic message kept from a guest.
 const MAX_PANIC_MESSAGE: usize = 4096;
 
-/// WASI preview 1's `errno::notsup`.
-const ERRNO_NOTSUP: i32 = 58;
-
 /// What the host keeps per store.
 pub(crate) struct HostState {
-    wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
     panic_message: Option<String>,
     stderr: StderrCapture,
@@ -67,16 +64,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 /// Builds the linker every plugin shares: WASI preview 1 and the ABI's host functions.
 pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
-        .map_err(|e| Error::Engine(format!("adding WASI to the linker: {e}")))?;
-    // WASI's poll_oneoff sleeps inside the host, where the epoch deadline cannot
-    // interrupt it: a guest could hold an instance for as long as it asks. A
-    // plugin has nothing to wait for, so the call fails at once with ENOTSUP.
-    linker.allow_shadowing(true);
-    linker
-        .func_wrap("wasi_snapshot_preview1", "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| -> i32 { ERRNO_NOTSUP })
-        .map_err(|e| Error::Engine(format!("replacing poll_oneoff: {e}")))?;
-    linker.allow_shadowing(false);
+    wasi::add_to_linker(engine, &mut linker).map_err(|e| Error::Engine(format!("adding WASI to the linker: {e}")))?;
     linker
         .func_wrap(
             exports::HOST_MODULE,
@@ -225,9 +213,8 @@ impl CallContext {
                 }
             };
         }
-        if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            let (code, trap) = (crate::error::TrapCode::Exit(exit.0), format!("the guest called exit({})", exit.0));
-            return Error::GuestTrap { plugin, code, trap };
+        if let Some(exit) = err.downcast_ref::<GuestExit>() {
+            return Error::GuestTrap { plugin, code: crate::error::TrapCode::Exit(exit.0), trap: exit.to_string() };
         }
         Error::GuestTrap { plugin, code: crate::error::TrapCode::Other, trap: format!("{err:#}") }
     }
@@ -240,14 +227,8 @@ impl Instance {
     pub(crate) fn new(pre: &InstancePre<HostState>, ctx: CallContext, load: Option<&LoadPayload>) -> Result<Instance> {
         let engine = pre.module().engine();
         let stderr = StderrCapture::new(ctx.limits.stderr as usize);
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build_p1();
         let limiter = MemoryLimiter { cap: ctx.limits.memory as usize, hit: false };
-        let state = HostState { wasi, limiter, panic_message: None, stderr };
+        let state = HostState { limiter, panic_message: None, stderr };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         let load_deadline = ctx.limits.load_deadline;
@@ -404,7 +385,7 @@ impl Instance {
     ) -> Result<R> {
         self.store.set_epoch_deadline(self.ctx.ticks(deadline));
         let result = f(&mut self.store);
-        self.store.data().stderr.drain_to_log(&self.ctx.plugin);
+        self.store.data_mut().stderr.drain_to_log(&self.ctx.plugin);
         result.map_err(|e| self.ctx.classify(self.store.data_mut(), e, deadline))
     }
 

@@ -100,9 +100,8 @@ impl CascadeArgs {
         let policy = RetryPolicy { attempts: self.attempts.max(1), ..RetryPolicy::default() };
         Ok(Some(match self.cloud_api {
             Api::Openai => {
-                let mut c = OpenAi::with_url(url).config().clone();
-                c.read_timeout = *self.cloud_timeout;
-                Arc::new(Resilient::new(OpenAi::new(c).with_logprobs(self.cloud_logprobs), policy))
+                let client = OpenAi::builder(url).read_timeout(*self.cloud_timeout).logprobs(self.cloud_logprobs);
+                Arc::new(Resilient::new(client.build(), policy))
             }
             Api::Anthropic => {
                 let mut c = Anthropic::with_url(url).config().clone();

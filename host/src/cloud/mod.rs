@@ -21,7 +21,7 @@ pub use anthropic::Anthropic;
 #[cfg(feature = "bedrock")]
 pub use bedrock::{Bedrock, BedrockAuth, BedrockConfigError};
 pub use memo::Memo;
-pub use openai::OpenAi;
+pub use openai::{OpenAi, OpenAiBuilder};
 pub use resilient::{BreakerState, DEFAULT_ATTEMPTS, Resilient, RetryPolicy};
 
 use edgecascade_abi::ChatMessage;

@@ -2,7 +2,7 @@
 
 use super::{ChatReply, ChatRequest, CloudClient, CloudError, HttpConfig, TokenLogprob, Usage, http};
 use serde_json::{Value, json};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The most `top_logprobs` the OpenAI API accepts.
 pub const MAX_TOP_LOGPROBS: u8 = 20;
@@ -25,13 +25,33 @@ impl OpenAi {
         OpenAi { agent: http::agent(&config), config, top_logprobs: 0 }
     }
 
-    /// A client with defaults for `base_url`, the key from the environment.
+    /// A client with defaults for `base_url`, the key from the environment
+    /// (`OpenAi::builder(base_url).build()`).
     pub fn with_url(base_url: &str) -> OpenAi {
+        OpenAi::builder(base_url).build()
+    }
+
+    /// Starts a client for `base_url` with every default of [`HttpConfig`],
+    /// the key from `$OPENAI_API_KEY`, else `$EDGECASCADE_API_KEY`, and no
+    /// logprobs; each setter changes one of them.
+    ///
+    /// ```
+    /// use edgecascade::cloud::OpenAi;
+    /// use std::time::Duration;
+    ///
+    /// let client = OpenAi::builder("http://127.0.0.1:8080/v1")
+    ///     .api_key("sk-test")
+    ///     .read_timeout(Duration::from_secs(30))
+    ///     .logprobs(5)
+    ///     .build();
+    /// assert_eq!(client.config().read_timeout, Duration::from_secs(30));
+    /// ```
+    pub fn builder(base_url: &str) -> OpenAiBuilder {
         let mut config = HttpConfig::new(base_url, "OPENAI_API_KEY");
         if config.api_key.is_none() {
             config.api_key = std::env::var("EDGECASCADE_API_KEY").ok().filter(|k| !k.is_empty());
         }
-        OpenAi::new(config)
+        OpenAiBuilder { config, top_logprobs: 0 }
     }
 
     /// Also asks for `logprobs: true` and the `n` most likely tokens at each
@@ -48,6 +68,58 @@ impl OpenAi {
     /// The HTTP settings.
     pub fn config(&self) -> &HttpConfig {
         &self.config
+    }
+}
+
+/// Settings for an [`OpenAi`] client, from [`OpenAi::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call build() to make the client"]
+pub struct OpenAiBuilder {
+    config: HttpConfig,
+    top_logprobs: u8,
+}
+
+impl OpenAiBuilder {
+    /// The API key, sent as a bearer header. Default: from the environment (see [`OpenAi::builder`]).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.config.api_key = Some(key.into());
+        self
+    }
+
+    /// How long to wait for a connection. Default 2 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt may take, headers and body. Default
+    /// [`DEFAULT_READ_TIMEOUT`](super::DEFAULT_READ_TIMEOUT); a request's own deadline cuts it shorter.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.read_timeout = timeout;
+        self
+    }
+
+    /// The largest response body read, in bytes; a larger reply fails the attempt. Default 1 MiB.
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.config.max_body = bytes;
+        self
+    }
+
+    /// PEM certificates to trust instead of the Mozilla roots (see [`HttpConfig::ca_pem`]). Default none.
+    pub fn ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.config.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Asks for the `n` most likely tokens at each position; see [`OpenAi::with_logprobs`]. Default 0 (off).
+    pub fn logprobs(mut self, n: u8) -> Self {
+        self.top_logprobs = n.min(MAX_TOP_LOGPROBS);
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> OpenAi {
+        OpenAi::new(self.config).with_logprobs(self.top_logprobs)
     }
 }
 

@@ -135,3 +135,38 @@ fn bad_manifests_name_the_problem() {
     let e = Package::open(tmp.path().join("does-not-exist")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
 }
+
+#[test]
+fn pack_keeps_the_authors_manifest_and_fills_in_only_the_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Comments, a size written the author's way, an inline model table, and a stale signature.
+    let template = "# my plugin, by hand\nmodels = [{ name = \"model\", file = \"m.onnx\" }]\n\n\
+                    [plugin]\nname = \"wat\"  # short\nversion = \"1\"\nabi_version = 1\n\n\
+                    [wasm]\nfile = \"m.wasm\"\n\n[limits]\nmemory = \"64 MiB\"\n\n\
+                    [signature]\nkey = \"00\"\ned25519 = \"00\"\n";
+    let out = make_package(tmp.path(), template, &[("m.wasm", &wat_module(1, "")), ("m.onnx", b"not really onnx")]);
+    let written = std::fs::read_to_string(out.join("plugin.toml")).unwrap();
+    for kept in ["# my plugin, by hand", "name = \"wat\"  # short", "memory = \"64 MiB\""] {
+        assert!(written.contains(kept), "{kept:?} is gone from:\n{written}");
+    }
+    assert!(!written.contains("[signature]"), "a stale signature stays:\n{written}");
+    let package = Package::open(&out).unwrap().verify().expect("the hashes are filled in and right");
+    assert_eq!(package.manifest().models[0].sha256.as_deref().map(str::len), Some(64));
+    // The written manifest is the template plus the two hashes, line for line otherwise.
+    let added: Vec<&str> = written.lines().filter(|l| !template.contains(*l)).collect();
+    assert!(added.len() == 2 && added.iter().all(|l| l.contains("sha256")), "{added:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn packaged_files_are_as_readable_as_a_plainly_created_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = make_package(tmp.path(), wat_manifest(), &[("m.wasm", &wat_module(1, ""))]);
+    let plain = tmp.path().join("plain");
+    std::fs::write(&plain, b"x").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for file in ["plugin.toml", "m.wasm"] {
+        assert_eq!(mode(&out.join(file)), mode(&plain), "{file}");
+    }
+}

@@ -56,7 +56,9 @@ fn signed_packages_load_and_everything_else_is_refused() {
     // A manifest changed after signing (a looser memory cap).
     let manifest = pkg.join("plugin.toml");
     let original = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, original.replace("64.0 MiB", "1.0 GiB")).unwrap();
+    let looser = original.replace("memory = \"64 MiB\"", "memory = \"1 GiB\"");
+    assert_ne!(looser, original, "the hostile package's memory cap is written as in its template");
+    std::fs::write(&manifest, looser).unwrap();
     let e = trusting(&public).load(&pkg).err().unwrap();
     assert!(matches!(e, Error::BadSignature { .. }), "{e:?}");
     std::fs::write(&manifest, &original).unwrap();

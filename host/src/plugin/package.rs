@@ -190,9 +190,18 @@ impl VerifiedPackage {
 /// one of `search` directories, copies it into `out`, fills in every sha256,
 /// and writes `out/plugin.toml`. Precompiled artifacts in `out` that were
 /// built from other contents are removed. Returns the final manifest.
+///
+/// The manifest keeps the author's text: comments, order, and the way each
+/// value is written (`"64 MiB"` stays `"64 MiB"`). Only the `sha256` fields
+/// are filled in or replaced, and a `[signature]` is dropped, since it signed
+/// other contents.
 pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest> {
     let text = std::fs::read_to_string(template).map_err(|e| Error::io(template, e))?;
     let mut manifest = Manifest::parse(&text, template)?;
+    // The same text as an editable document; `Manifest::parse` has already checked it.
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| Error::Manifest { path: template.to_path_buf(), message: e.to_string() })?;
     let base = template.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     for (file, sha256) in manifest.files_mut() {
@@ -213,10 +222,37 @@ pub fn pack(template: &Path, search: &[PathBuf], out: &Path) -> Result<Manifest>
         *sha256 = Some(sha256_hex(&bytes));
     }
     manifest.signature = None;
-    let text = manifest.to_toml();
-    write_atomic(&out.join(MANIFEST_FILE), text.as_bytes())?;
+    doc.remove("signature");
+    fill_hashes(&mut doc, &manifest);
+    let text = doc.to_string();
+    let path = out.join(MANIFEST_FILE);
+    // What is written must read back as the manifest just made.
+    let written = Manifest::parse(&text, &path)?;
+    if !written.files().eq(manifest.files()) {
+        return Err(Error::Manifest {
+            path: template.to_path_buf(),
+            message: "the sha256 fields could not be filled in where the template has its files".into(),
+        });
+    }
+    write_atomic(&path, text.as_bytes())?;
     super::artifact::remove_stale(out, &digest_of(text.as_bytes()));
-    Ok(manifest)
+    Ok(written)
+}
+
+/// Sets the `sha256` of `[wasm]` and of each `[[models]]` and `[[assets]]`
+/// entry in `doc` to `manifest`'s, in place, whether the entries are tables or inline tables.
+fn fill_hashes(doc: &mut toml_edit::DocumentMut, manifest: &Manifest) {
+    let set = |item: &mut toml_edit::Item, sha256: &Option<String>| {
+        if let Some(sha256) = sha256 {
+            item["sha256"] = toml_edit::value(sha256.as_str());
+        }
+    };
+    set(&mut doc["wasm"], &manifest.wasm.sha256);
+    for (section, entries) in [("models", &manifest.models), ("assets", &manifest.assets)] {
+        for (i, entry) in entries.iter().enumerate() {
+            set(&mut doc[section][i], &entry.sha256);
+        }
+    }
 }
 
 /// The digest of a package whose manifest file holds `manifest_bytes`.

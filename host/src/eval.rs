@@ -6,6 +6,11 @@
 //! Each row is answered once locally and once by the cloud; the cascade at any
 //! threshold is then the router's own decision applied to those answers, so a
 //! sweep over thresholds costs nothing more.
+//!
+//! Without a cloud, [`local_report`] says what a plugin author needs before
+//! there is one: the local model's accuracy, how well its confidence is
+//! calibrated (ECE), and, at each threshold, the share it keeps and its
+//! accuracy on what it keeps.
 
 use crate::plugin::Input;
 use crate::router::policy::{self, LocalOutcome};
@@ -93,13 +98,13 @@ impl Observation {
     }
 }
 
-/// Answers every row locally and in the cloud. `router` should have its
-/// answer cache off, so cloud-only numbers are real calls.
+/// Answers every row locally and, when the router has a cloud, in the cloud.
+/// `router` should have its answer cache off, so cloud-only numbers are real calls.
 pub fn observe(router: &Router, rows: &[Row], mut progress: impl FnMut()) -> Vec<Observation> {
     rows.iter()
         .map(|row| {
             let local = router.route(&row.input, Mode::LocalOnly);
-            let cloud = router.route(&row.input, Mode::CloudOnly);
+            let cloud = router.has_cloud().then(|| router.route(&row.input, Mode::CloudOnly));
             progress();
             let outcome = match (&local.answer, &local.beyond) {
                 (Some(answer), _) => LocalOutcome::Answered { confidence: answer.confidence },
@@ -111,13 +116,12 @@ pub fn observe(router: &Router, rows: &[Row], mut progress: impl FnMut()) -> Vec
                 local: outcome,
                 local_label: local.answer.as_ref().and_then(|a| a.label.clone()),
                 local_ms: local.latency_ms.local.unwrap_or(0.0),
-                cloud_label: if cloud.cloud_error.is_none() {
-                    cloud.answer.as_ref().and_then(|a| a.label.clone())
-                } else {
-                    None
-                },
-                cloud_ms: cloud.latency_ms.cloud.unwrap_or(0.0),
-                cloud_tokens: cloud.tokens.map(|t| t.total_tokens as u64).unwrap_or(0),
+                cloud_label: cloud
+                    .as_ref()
+                    .filter(|c| c.cloud_error.is_none())
+                    .and_then(|c| c.answer.as_ref().and_then(|a| a.label.clone())),
+                cloud_ms: cloud.as_ref().and_then(|c| c.latency_ms.cloud).unwrap_or(0.0),
+                cloud_tokens: cloud.as_ref().and_then(|c| c.tokens).map(|t| t.total_tokens as u64).unwrap_or(0),
             }
         })
         .collect()
@@ -317,6 +321,69 @@ pub fn calibrate(obs: &[Observation], target: Target) -> Option<Summary> {
     chosen.map(|t| summarize(obs, t))
 }
 
+/// The local model on its own: what [`local_report`] measures.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LocalReport {
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Share of rows labelled correctly (a declined or failed row counts as wrong).
+    pub accuracy: f64,
+    /// Expected calibration error over [`CALIBRATION_BINS`] equal-width
+    /// confidence bins: the row-weighted mean gap between confidence and
+    /// accuracy, over the rows the model answered. 0 is perfectly calibrated;
+    /// a large value means thresholds will not keep what they promise.
+    pub ece: f64,
+    /// At thresholds 0, 0.05, …, 1: what the router would keep local.
+    pub sweep: Vec<Kept>,
+}
+
+/// What a threshold keeps local.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Kept {
+    /// The threshold.
+    pub threshold: f32,
+    /// Share of all rows kept local (the router's own decision).
+    pub share: f64,
+    /// Accuracy on the kept rows; `None` when none are kept.
+    pub accuracy: Option<f64>,
+}
+
+/// How many equal-width confidence bins [`LocalReport::ece`] uses (the usual 10).
+pub const CALIBRATION_BINS: usize = 10;
+
+/// The local model's accuracy, calibration and threshold sweep on `obs`; no cloud needed.
+pub fn local_report(obs: &[Observation]) -> LocalReport {
+    let correct = |o: &Observation| o.local_label.as_deref() == Some(o.truth.as_str());
+    let n = obs.len().max(1) as f64;
+    // Per bin: rows, summed confidence, correct rows.
+    let mut bins = [(0usize, 0f64, 0usize); CALIBRATION_BINS];
+
+    let answered: Vec<&Observation> = obs.iter().filter(|o| matches!(o.local, LocalOutcome::Answered { .. })).collect();
+    for o in &answered {
+        let confidence = f64::from(o.local_confidence()).clamp(0.0, 1.0);
+        let bin = &mut bins[((confidence * CALIBRATION_BINS as f64) as usize).min(CALIBRATION_BINS - 1)];
+        bin.0 += 1;
+        bin.1 += confidence;
+        bin.2 += usize::from(correct(o));
+    }
+    // Σ (rows_b / N) · |accuracy_b − confidence_b| = Σ |hits_b − Σconfidence_b| / N.
+    let ece = bins.iter().map(|&(_, confidence, hits)| (hits as f64 - confidence).abs()).sum::<f64>()
+        / answered.len().max(1) as f64;
+    let sweep = (0..=20)
+        .map(|i| {
+            let threshold = i as f32 / 20.0;
+            let kept: Vec<&Observation> = obs.iter().filter(|o| o.local_at(threshold)).collect();
+            let hits = kept.iter().filter(|o| correct(o)).count();
+            Kept {
+                threshold,
+                share: kept.len() as f64 / n,
+                accuracy: (!kept.is_empty()).then(|| hits as f64 / kept.len() as f64),
+            }
+        })
+        .collect();
+    LocalReport { rows: obs.len(), accuracy: obs.iter().filter(|o| correct(o)).count() as f64 / n, ece, sweep }
+}
+
 /// An SVG plot of cascade accuracy against the share served locally.
 pub fn svg(curve: &[Summary], title: &str) -> String {
     let (w, h, pad) = (640.0, 420.0, 56.0);
@@ -401,6 +468,28 @@ mod tests {
             cloud_ms: 10.0,
             cloud_tokens: 5,
         }
+    }
+
+    #[test]
+    fn local_report_measures_calibration_and_what_each_threshold_keeps() {
+        // 20 answers at 0.85 confidence, 17 right: calibrated. One failure.
+        let mut calibrated: Vec<Observation> =
+            (0..20).map(|i| obs("a", Some(if i < 17 { "a" } else { "b" }), 0.85, None)).collect();
+        calibrated.push(obs("a", None, 0.0, None));
+        let r = local_report(&calibrated);
+        assert!(r.ece < 1e-6, "{r:?}");
+        assert!((r.accuracy - 17.0 / 21.0).abs() < 1e-9);
+        let at = |t: f32| r.sweep.iter().find(|k| (k.threshold - t).abs() < 1e-6).copied().unwrap();
+        // Below 0.85 every answer stays, the failure escalates; above, nothing stays.
+        assert!((at(0.8).share - 20.0 / 21.0).abs() < 1e-9 && (at(0.8).accuracy.unwrap() - 0.85).abs() < 1e-9);
+        assert_eq!((at(0.9).share, at(0.9).accuracy), (0.0, None));
+
+        // Overconfident: 0.95 and always wrong; the gap is the ECE.
+        let overconfident = vec![obs("a", Some("b"), 0.95, None); 4];
+        assert!((local_report(&overconfident).ece - 0.95).abs() < 1e-6);
+        // No rows: zeros, not NaN.
+        let empty = local_report(&[]);
+        assert_eq!((empty.accuracy, empty.ece), (0.0, 0.0));
     }
 
     fn sample() -> Vec<Observation> {

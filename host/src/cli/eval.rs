@@ -8,13 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Replay a labelled JSONL set: accuracy of local-only, cloud-only and the cascade, and what it costs.
+/// Without --cloud: the local model alone (accuracy, calibration, what each threshold keeps).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  \
+#[command(after_help = "Examples:\n  \
     edgecascade eval --plugin target/plugins/news-topic --cloud http://127.0.0.1:8080/v1 \\\n    \
-    --data models/data/news/test.jsonl --sweep --svg news-cascade.svg\n\n\
+    --data models/data/news/test.jsonl --sweep --svg news-cascade.svg\n  \
+    edgecascade eval --plugin target/plugins/news-topic --data models/data/news/test.jsonl\n\n\
     Each line of --data is {\"text\": ..., \"label\": ...} (or a JSON input object with a \"label\").\n\
     Every row is answered once locally and once by the cloud (the answer cache is off);\n\
-    the cascade is the router's own decision on those answers.")]
+    the cascade is the router's own decision on those answers. Without --cloud, the report\n\
+    is the local model's: accuracy, expected calibration error (ECE, 10 bins), and at each\n\
+    threshold the share kept locally and the accuracy on what is kept.")]
 pub struct EvalArgs {
     #[command(flatten)]
     common: Common,
@@ -23,13 +27,29 @@ pub struct EvalArgs {
     #[arg(long)]
     sweep: bool,
 
-    /// Write the sweep's curve (accuracy against share served locally) as an SVG plot.
+    /// Write the sweep's curve (accuracy against share served locally) as an SVG plot (needs --cloud).
     #[arg(long, value_name = "FILE", requires = "sweep")]
     svg: Option<PathBuf>,
 
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+
+    /// Exit with status 1 when the accuracy is below this fraction: the local model's without
+    /// --cloud, the cascade's with it. For a plugin's own tests (`tests/cases.jsonl`).
+    #[arg(long, value_name = "FRACTION")]
+    min_accuracy: Option<f64>,
+}
+
+/// Exit status 1, and why, when `accuracy` of `what` is below `--min-accuracy`.
+fn check_min_accuracy(args: &EvalArgs, what: &str, accuracy: f64) -> ExitCode {
+    match args.min_accuracy {
+        Some(min) if accuracy < min => {
+            eprintln!("{what} accuracy {:.1}% is below --min-accuracy {:.1}%", accuracy * 100.0, min * 100.0);
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// Pick the threshold that meets a target and write it into the plugin's manifest.
@@ -80,10 +100,6 @@ struct Common {
 }
 
 fn observe(global: &Global, common: &Common) -> anyhow::Result<(Vec<Observation>, f32, String)> {
-    anyhow::ensure!(
-        common.cascade.cloud.is_some(),
-        "eval needs --cloud URL: cloud-only and the cascade need a large model"
-    );
     let rows = read_rows(&common.data, common.limit)?;
     let runtime = global.runtime()?;
     let plugin = super::load_with_progress(&runtime, runtime.verify(&common.plugin)?)?;
@@ -148,6 +164,10 @@ fn table(s: &Summary) -> String {
 }
 
 pub fn run_eval(global: &Global, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    if args.common.cascade.cloud.is_none() {
+        anyhow::ensure!(args.svg.is_none(), "--svg plots the cascade against the cloud: it needs --cloud URL");
+        return run_local_eval(global, args);
+    }
     let (obs, threshold, name) = observe(global, &args.common)?;
     let summary = eval::summarize(&obs, threshold);
     let curve = args.sweep.then(|| eval::sweep(&obs));
@@ -160,7 +180,7 @@ pub fn run_eval(global: &Global, args: &EvalArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"plugin": name, "summary": summary, "sweep": curve}))?
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(check_min_accuracy(args, "cascade", summary.cascade_accuracy));
     }
     println!("{name} on {} ({} rows), threshold {threshold:.2}", args.common.data.display(), obs.len());
     print!("{}", table(&summary));
@@ -179,7 +199,30 @@ pub fn run_eval(global: &Global, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.svg {
         eprintln!("wrote {}", path.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(check_min_accuracy(args, "cascade", summary.cascade_accuracy))
+}
+
+/// `eval` without a cloud: what the local model knows, and how well it knows it.
+fn run_local_eval(global: &Global, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let (obs, threshold, name) = observe(global, &args.common)?;
+    let report = eval::local_report(&obs);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugin": name, "local": report}))?);
+        return Ok(check_min_accuracy(args, "local", report.accuracy));
+    }
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    println!("{name} on {} ({} rows), local only (no --cloud)", args.common.data.display(), report.rows);
+    println!(
+        "accuracy {}; calibration error (ECE, {} bins) {:.3}; manifest threshold {threshold:.2}",
+        pct(report.accuracy),
+        eval::CALIBRATION_BINS,
+        report.ece
+    );
+    println!("\n{:>9} {:>13} {:>17}", "threshold", "kept locally", "accuracy on kept");
+    for k in &report.sweep {
+        println!("{:>9.2} {:>13} {:>17}", k.threshold, pct(k.share), k.accuracy.map_or("-".into(), pct));
+    }
+    Ok(check_min_accuracy(args, "local", report.accuracy))
 }
 
 pub fn run_calibrate(global: &Global, args: &CalibrateArgs) -> anyhow::Result<ExitCode> {
@@ -188,6 +231,10 @@ pub fn run_calibrate(global: &Global, args: &CalibrateArgs) -> anyhow::Result<Ex
         (None, Some(e)) => Target::MaxEscalation(e),
         _ => anyhow::bail!("give one of --target-accuracy or --max-escalation"),
     };
+    anyhow::ensure!(
+        args.common.cascade.cloud.is_some(),
+        "calibrate needs --cloud URL: the cascade's accuracy needs the large model's answers"
+    );
     let (obs, _, name) = observe(global, &args.common)?;
     let Some(best) = eval::calibrate(&obs, target) else {
         eprintln!("no threshold meets {target:?} on this data");
@@ -206,11 +253,16 @@ pub fn run_calibrate(global: &Global, args: &CalibrateArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Rewrites the manifest's `policy.threshold`, keeping everything else (hashes included).
+/// Sets the manifest's `policy.threshold`, keeping the rest as written (comments and hashes included).
 fn write_threshold(dir: &Path, threshold: f32) -> anyhow::Result<()> {
-    let mut manifest = edgecascade::Manifest::read(dir)?;
-    manifest.policy.threshold = threshold;
     let path = dir.join(edgecascade::plugin::manifest::MANIFEST_FILE);
-    std::fs::write(&path, manifest.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+    // Four decimals, as printed: an f32 widened to f64 would write 0.7599999904632568.
+    let value: f64 = format!("{threshold:.4}").parse().expect("a formatted float parses");
+    doc["policy"]["threshold"] = toml_edit::value(value);
+    let text = doc.to_string();
+    edgecascade::Manifest::parse(&text, &path)?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

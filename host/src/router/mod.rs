@@ -325,6 +325,11 @@ impl Router {
         router
     }
 
+    /// Whether this router has a cloud to escalate to.
+    pub fn has_cloud(&self) -> bool {
+        self.cloud.is_some()
+    }
+
     /// Appends every escalation to `log` (opt-in).
     pub fn with_log(mut self, log: EscalationLog) -> Router {
         self.log = Some(log);

@@ -222,3 +222,141 @@ fn setup_errors_are_clear_and_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/plugin/plugin.toml"), "{err}");
 }
+
+#[test]
+fn a_first_run_says_that_it_compiles_even_when_stderr_is_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let package = make_package(tmp.path(), wat_manifest(), &[("m.wasm", &wat_module(1, ""))]);
+    let cache = tmp.path().join("cache");
+    let run = || {
+        Command::new(bin())
+            .args(["run", "--mode", "local", "--text", "hello", "--plugin"])
+            .arg(&package)
+            .env("EDGECASCADE_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("compiling wat (") && stderr.contains("compiling wat: done in"), "{stderr}");
+    // Cached now: nothing to say.
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success() && !stderr.contains("compiling"), "{stderr}");
+}
+
+#[test]
+fn eval_without_a_cloud_reports_the_local_model_alone() {
+    let news = plugin("news-topic");
+    let data = repo_root().join("models/data/news/test.jsonl");
+    let args = ["eval", "--plugin", news.to_str().unwrap(), "--data", data.to_str().unwrap(), "--limit", "40"];
+    let out = edgecascade(&[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let local = &report["local"];
+    assert_eq!(local["rows"], 40);
+    // news-topic is right on well over half of BBC articles: the report reads real answers.
+    let accuracy = local["accuracy"].as_f64().unwrap();
+    let ece = local["ece"].as_f64().unwrap();
+    assert!(accuracy > 0.5 && (0.0..=1.0).contains(&ece), "{local}");
+    let sweep = local["sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 21);
+    // A higher threshold never keeps more.
+    let shares: Vec<f64> = sweep.iter().map(|k| k["share"].as_f64().unwrap()).collect();
+    assert!(shares.windows(2).all(|w| w[1] <= w[0]), "{shares:?}");
+    // The table names what it measured.
+    let table = edgecascade(&args);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success() && text.contains("local only (no --cloud)") && text.contains("ECE"), "{text}");
+    // A plot of the cascade needs the cloud, and says so.
+    let svg = edgecascade(&[&args[..], &["--sweep", "--svg", "/tmp/x.svg"]].concat());
+    assert!(!svg.status.success() && String::from_utf8_lossy(&svg.stderr).contains("needs --cloud"));
+}
+
+/// A target directory for crates that tests build with cargo: under CI's own, so reruns are
+/// incremental, but apart from it, so the two builds never wait on each other's lock.
+fn side_target(name: &str) -> std::path::PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    base.join("side").join(name)
+}
+
+#[test]
+fn a_new_plugin_builds_packs_and_answers_from_an_empty_directory_outside_the_repo() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(!tmp.path().starts_with(repo_root()), "the test needs a directory outside the repository");
+    let dir = tmp.path().join("kaomoji");
+    let cli = |args: &[&std::ffi::OsStr]| {
+        Command::new(bin())
+            .args(args)
+            .current_dir(tmp.path())
+            .env("EDGECASCADE_CACHE_DIR", cache_dir())
+            .env("CARGO_TARGET_DIR", side_target("new-plugin"))
+            .output()
+            .unwrap()
+    };
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    ok(&cli(&["new".as_ref(), "plugin".as_ref(), "kaomoji".as_ref(), "--dir".as_ref(), dir.as_os_str()]));
+    // Only what the generator wrote: no workspace of ours around it.
+    assert!(dir.join("Cargo.toml").is_file() && dir.join(".cargo/config.toml").is_file());
+    ok(&cli(&["build".as_ref(), dir.as_os_str()]));
+    let package = dir.join("dist/kaomoji");
+    let run = cli(&[
+        "run".as_ref(),
+        "--mode".as_ref(),
+        "local".as_ref(),
+        "--plugin".as_ref(),
+        package.as_os_str(),
+        "--text".as_ref(),
+        "I love it, great".as_ref(),
+    ]);
+    ok(&run);
+    assert_eq!(json_lines(&run.stdout)[0]["label"], "positive");
+    // Its own test cases, through the real host; and a failing bar fails.
+    let cases = dir.join("tests/cases.jsonl");
+    let eval = |min: &str| {
+        cli(&[
+            "eval".as_ref(),
+            "--plugin".as_ref(),
+            package.as_os_str(),
+            "--data".as_ref(),
+            cases.as_os_str(),
+            "--min-accuracy".as_ref(),
+            min.as_ref(),
+        ])
+    };
+    ok(&eval("1"));
+    // A second `new` into the same directory refuses rather than overwrite the author's work.
+    let again = cli(&["new".as_ref(), "plugin".as_ref(), "kaomoji".as_ref(), "--dir".as_ref(), dir.as_os_str()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    // The wasm is small: no tract in it.
+    let wasm = std::fs::metadata(package.join("kaomoji.wasm")).unwrap().len();
+    assert!(wasm < 1 << 20, "{wasm} bytes");
+}
+
+#[test]
+fn eval_min_accuracy_fails_below_the_bar() {
+    let news = plugin("news-topic");
+    let data = repo_root().join("models/data/news/test.jsonl");
+    // Nothing is 101% accurate.
+    let out = edgecascade(&[
+        "eval",
+        "--plugin",
+        news.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "5",
+        "--min-accuracy",
+        "1.01",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("below --min-accuracy"));
+}

@@ -9,6 +9,7 @@ mod eval;
 mod fleet;
 #[cfg(feature = "inspect")]
 mod inspect;
+mod new;
 mod pack;
 mod promote;
 mod run;
@@ -76,6 +77,8 @@ enum Command {
     #[cfg(feature = "inspect")]
     Inspect(inspect::Args),
     Pack(pack::Args),
+    New(new::NewArgs),
+    Build(new::BuildArgs),
     #[cfg(feature = "compiler")]
     Compile(compile::Args),
     Keygen(sign::KeygenArgs),
@@ -147,6 +150,8 @@ pub fn main() -> ExitCode {
         Command::Pack(args) => pack::run(args),
         #[cfg(feature = "compiler")]
         Command::Compile(args) => compile::run(&cli.global, args),
+        Command::New(args) => new::run_new(args),
+        Command::Build(args) => new::run_build(args),
         Command::Keygen(args) => sign::keygen(args),
         Command::Sign(args) => sign::sign(args),
         Command::Verify(args) => sign::verify(&cli.global, args),
@@ -160,25 +165,38 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Loads a verified package, with a spinner when it must be compiled first.
+/// Loads a verified package. When it must be compiled first (tens of seconds
+/// for a plugin that carries tract), says so: a spinner on a terminal, else
+/// one line before and one after, so that a log or a CI job does not sit silent.
 pub fn load_with_progress(
     runtime: &Runtime,
     package: edgecascade::VerifiedPackage,
 ) -> anyhow::Result<edgecascade::Plugin> {
     let name = package.manifest().plugin.name.clone();
-    let spinner = (!runtime.is_cached(&package)).then(|| {
+    let compiling = !runtime.is_cached(&package);
+    let message = format!(
+        "compiling {name} ({:.1} MB of wasm; once, then cached; `edgecascade compile` does it ahead of time)",
+        package.wasm().len() as f64 / 1e6
+    );
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let spinner = (compiling && terminal).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
-        bar.set_message(format!(
-            "compiling {name} ({:.1} MB of wasm; once, then cached; `edgecascade compile` does it ahead of time)",
-            package.wasm().len() as f64 / 1e6
-        ));
+        bar.set_message(message.clone());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
+    if compiling && !terminal {
+        eprintln!("{message} ...");
+    }
+    let started = std::time::Instant::now();
     let plugin = runtime.load_verified(package);
     if let Some(bar) = spinner {
         bar.finish_and_clear();
+    }
+    if compiling && !terminal {
+        let outcome = if plugin.is_ok() { "done" } else { "failed" };
+        eprintln!("compiling {name}: {outcome} in {:.1} s", started.elapsed().as_secs_f64());
     }
     let plugin = plugin?;
     let r = plugin.load_report();

@@ -26,5 +26,6 @@ mod models;
 mod packages;
 mod promotion;
 mod robustness;
+mod second_language;
 mod signing;
 mod spine;

@@ -169,3 +169,16 @@ fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// Installs Debian `packages` with apt-get (refreshing the package lists once
+/// if the first try fails); `why` says what needs them.
+fn apt_install(packages: &[&str], why: &str) -> Result<()> {
+    step(&format!("installing {why} (apt-get install {})", packages.join(" ")));
+    let install = |args: &[&str]| run(Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive"));
+    let args = [&["install", "-y", "--no-install-recommends"][..], packages].concat();
+    if install(&args).is_err() {
+        install(&["update"])?;
+        install(&args).with_context(|| format!("{why} needs the Debian packages {}", packages.join(", ")))?;
+    }
+    Ok(())
+}

@@ -1,8 +1,8 @@
 //! `cargo xtask plugins`: the guests for wasm32-wasip1, the host, and every package under guest/packages.
 
-use super::{HostBuild, Project, run, step};
+use super::{HostBuild, Project, apt_install, run, step};
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 impl Project {
@@ -17,6 +17,40 @@ impl Project {
         Ok(())
     }
 
+    /// The guests in C (guest/c/NAME/*.c, one module each) with clang and wasi-libc,
+    /// into `target/guest/c/NAME.wasm`.
+    fn c_plugins(&self) -> Result<PathBuf> {
+        let out = self.target.join("guest/c");
+        std::fs::create_dir_all(&out)?;
+        let clang = "clang-14";
+        // clang links wasi-libc and its own wasm32 builtins.
+        let ready = Command::new(clang).arg("--version").output().is_ok_and(|o| o.status.success())
+            && Path::new("/usr/lib/wasm32-wasi/libc.a").is_file()
+            && Path::new("/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a").is_file();
+        if !ready {
+            apt_install(
+                &["clang-14", "lld-14", "wasi-libc", "libclang-rt-14-dev-wasm32"],
+                "clang and wasi-libc, for the plugin in C",
+            )?;
+        }
+        step("building guest plugins in C (clang, wasi-libc)");
+        for dir in std::fs::read_dir(self.root.join("guest/c"))?.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = dir.file_name().and_then(|n| n.to_str()).context("a C plugin's directory")?.to_string();
+            let mut sources: Vec<PathBuf> = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "c"))
+                .collect();
+            sources.sort();
+            run(Command::new(clang)
+                .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Wextra", "-Werror", "-mexec-model=reactor"])
+                .arg("-Wl,--strip-debug")
+                .arg("-o")
+                .arg(out.join(format!("{name}.wasm")))
+                .args(&sources))?;
+        }
+        Ok(out)
+    }
+
     /// Builds the guests and the host binary, then packs every template under guest/packages.
     pub(crate) fn plugins(&self, host: HostBuild) -> Result<()> {
         self.ensure_wasm_target()?;
@@ -26,6 +60,7 @@ impl Project {
             .env("CARGO_TARGET_DIR", self.target.join("guest"))
             .env_remove("RUSTFLAGS")
             .args(["build", "--release", "--target", "wasm32-wasip1"]))?;
+        let c_wasm_dir = self.c_plugins()?;
         step("building the host (release)");
         // Always with the tests' feature set: `cargo build -p edgecascade` unifies features
         // differently, so `demo` after `test` (or the other way round) recompiled wasmtime,
@@ -61,6 +96,8 @@ impl Project {
                 .arg(&template)
                 .arg("--search")
                 .arg(&wasm_dir)
+                .arg("--search")
+                .arg(&c_wasm_dir)
                 .arg("--search")
                 .arg(self.root.join("models/onnx"))
                 .arg("--search")

@@ -1,8 +1,8 @@
 //! `cargo xtask test`: what CI runs. Real clients and servers from PyPI and Debian, the guest
 //! SDK's native tests, the aarch64 edge path, every host test, and a CI-sized fleet.
 
-use super::{ARM, Project, RUNTIME_ONLY, fleet, run, step};
-use anyhow::{Context, Result};
+use super::{ARM, Project, RUNTIME_ONLY, apt_install, fleet, run, step};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -106,15 +106,10 @@ impl Project {
         }
         let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
         if !(have("aarch64-linux-gnu-gcc") && have("qemu-aarch64")) {
-            step("installing the aarch64 cross linker and qemu-user (apt-get)");
-            let packages = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-user"];
-            let install =
-                |args: &[&str]| run(Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive"));
-            if install(&[&["install", "-y", "--no-install-recommends"][..], &packages].concat()).is_err() {
-                install(&["update"])?;
-                install(&[&["install", "-y", "--no-install-recommends"][..], &packages].concat())
-                    .context("the aarch64 test needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user")?;
-            }
+            apt_install(
+                &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-user"],
+                "the aarch64 cross linker and qemu-user",
+            )?;
         }
         Ok(())
     }

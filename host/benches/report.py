@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the BENCHMARKS.md tables from criterion's results (target/criterion).
 
-    cargo bench -p edgecascade --bench perf
+    cargo bench --workspace --bench perf
     python3 host/benches/report.py [--criterion target/criterion] [--ort ort.json]
 
 Medians come from criterion's `new/estimates.json` of each benchmark; ratios

@@ -309,7 +309,7 @@ pub fn apply(report: &Report, candidate: &VerifiedPackage, live_dir: &Path) -> R
 /// Writes the package's files into `dir`, the manifest last; undoes the writes on failure.
 pub(crate) fn install(package: &VerifiedPackage, dir: &Path) -> Result<()> {
     // The manifest as verified, byte for byte: its signature covers these bytes.
-    let files = package.contents().chain(std::iter::once((MANIFEST_FILE, package.manifest_bytes())));
+    let files = package.contents()?.chain(std::iter::once((MANIFEST_FILE, package.manifest_bytes())));
     // What each replaced file held before (None: it did not exist), to undo a half-done install.
     let mut replaced: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
     for (file, bytes) in files {

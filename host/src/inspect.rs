@@ -62,7 +62,7 @@ pub struct ModelReport {
 /// Inspects a verified package.
 pub fn inspect(package: &VerifiedPackage) -> crate::error::Result<Report> {
     let m = package.manifest();
-    let wasm = package.wasm();
+    let wasm = package.wasm()?;
     let (exports, imports, constructors) = module_facts(wasm)
         .map_err(|message| crate::error::Error::InvalidWasm { plugin: m.plugin.name.clone(), message })?;
     let models = package

@@ -199,3 +199,43 @@ fn a_default_host_does_not_run_unsigned_native_code() {
         Ok(_) => panic!("garbage deserialized"),
     }
 }
+
+#[test]
+fn a_verified_artifact_is_mapped_from_the_private_cache_and_an_edit_after_verification_never_runs() {
+    let p = precompiled();
+    let tmp = tempfile::tempdir().unwrap();
+    let package = edited(tmp.path(), |_| {});
+    let cache = tmp.path().join("cache");
+    let signed_only = || {
+        let trust = TrustPolicy::from_hex([&p.public_key]).unwrap();
+        Runtime::new(RuntimeConfig { cache_dir: Some(cache.clone()), trust, ..Default::default() }).unwrap()
+    };
+    let texts = news_texts(10);
+    let first = signed_only().load(&package).unwrap();
+    assert_eq!(first.load_report().cache, CacheOutcome::Precompiled);
+    let expected = answers(&first, &texts);
+    // The first load verified the code and kept it under the sha256 its signed header records.
+    let artifact = aot::artifact_path(&package, aot::host_target());
+    let header = aot::read_header(&artifact).unwrap();
+    let copy = cache.join(format!("aot-{}.cwasm", header.module_sha256));
+    assert!(copy.is_file(), "no verified copy in {}", cache.display());
+
+    // The package's machine code changes after verification (the header, and so the signature, stay).
+    rewrite(&artifact, |_, body| *body.last_mut().unwrap() ^= 1);
+    // Later starts map the verified copy: the edited bytes never run, and the answers are the same.
+    let second = signed_only().load(&package).unwrap();
+    assert_eq!(answers(&second, &texts), expected);
+
+    // A copy that another user could have written is not trusted: the artifact is verified
+    // again, and the edit is caught.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
+        match signed_only().load(&package) {
+            Err(Error::ArtifactMismatch { reason, .. }) => assert!(reason.contains("recorded sha256"), "{reason}"),
+            Err(other) => panic!("expected ArtifactMismatch, got {other}"),
+            Ok(_) => panic!("an edited artifact loaded past a copy that others could write"),
+        }
+    }
+}

@@ -69,6 +69,13 @@ fn signed_packages_load_and_everything_else_is_refused() {
     let at = bytes.len() / 3;
     bytes[at] ^= 0x20;
     std::fs::write(&wasm, bytes).unwrap();
-    let e = trusting(&public).load(&pkg).err().unwrap();
+    // A host that must read the module to compile it catches the edit.
+    let trust = TrustPolicy::from_hex([public.as_str()]).unwrap();
+    let uncached = Runtime::new(RuntimeConfig { cache_dir: None, trust, ..Default::default() }).unwrap();
+    let e = uncached.load(&pkg).err().unwrap();
     assert!(matches!(&e, Error::HashMismatch { file, .. } if file == "hostile.wasm"), "{e:?}");
+    // A host that holds the module compiled from the bytes the manifest pins (the cache is
+    // keyed by that sha256) runs those, and never reads the edited file.
+    let cached = trusting(&public).load(&pkg).expect("the compiled module of the signed wasm");
+    assert_eq!(label(&cached.infer(&text("ok")).unwrap()), "fine");
 }

@@ -1,8 +1,8 @@
 //! The performance figures of BENCHMARKS.md, each ratio measured in one run.
 //!
 //! ```sh
-//! cargo bench -p edgecascade --bench perf                    # everything (about 10 minutes)
-//! cargo bench -p edgecascade --bench perf -- guest_vs_native # one group (criterion's filter)
+//! cargo bench --workspace --bench perf                    # everything (about 10 minutes)
+//! cargo bench --workspace --bench perf -- guest_vs_native # one group (criterion's filter)
 //! python3 host/benches/report.py                             # the table, from target/criterion
 //! ```
 //!
@@ -13,6 +13,8 @@
 //!   `runtime.load(dir)` with a warm module cache, and a ready instance from a pre-initialized
 //!   snapshot (`snapshot`, and `snapshot_pooled` with the pooling allocator). The snapshots are
 //!   precompiled first (about 40 s per plugin), unless a filter excludes `instance`.
+//! - `startup/news-topic`: a precompiled, pre-initialized package to a ready instance, mapping
+//!   the host's verified copy of the machine code against reading and hashing the artifact.
 //! - `host_overhead`: `Plugin::infer` and `Router::route(LocalOnly)` on a guest that does nothing.
 //! - `throughput`: requests/s in process and over HTTP on loopback, with 1, 2 (and 4) clients.
 //! - `dist_profile/news-topic`: the plugin built with the `dist` profile against `release`
@@ -38,8 +40,9 @@ fn main() {
     instance::bench(&mut criterion);
     // Criterion filters after set-up; skip the slow precompile when the filter cannot match.
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    if filters.is_empty() || filters.iter().any(|f| "instance/snapshot".contains(f.as_str()) || f.contains("instance"))
-    {
+    let wanted =
+        |f: &String| "instance/snapshot".contains(f.as_str()) || f.contains("instance") || f.contains("startup");
+    if filters.is_empty() || filters.iter().any(wanted) {
         instance::bench_snapshots(&mut criterion);
     }
     overhead::bench(&mut criterion);

@@ -174,9 +174,11 @@ pub fn load_with_progress(
 ) -> anyhow::Result<edgecascade::Plugin> {
     let name = package.manifest().plugin.name.clone();
     let compiling = !runtime.is_cached(&package);
+    // The size from the file: the module is read (and hashed) only when it is compiled.
+    let wasm_bytes = std::fs::metadata(package.dir().join(&package.manifest().wasm.file)).map_or(0, |m| m.len());
     let message = format!(
         "compiling {name} ({:.1} MB of wasm; once, then cached; `edgecascade compile` does it ahead of time)",
-        package.wasm().len() as f64 / 1e6
+        wasm_bytes as f64 / 1e6
     );
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let spinner = (compiling && terminal).then(|| {

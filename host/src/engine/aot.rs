@@ -64,14 +64,14 @@ pub(crate) fn load(
     engine: &Engine,
     package: &VerifiedPackage,
     expected: &Expected<'_>,
+    cache: Option<&super::ModuleCache>,
 ) -> Result<Option<(Module, ArtifactHeader)>> {
     let path = artifact_path(package.dir(), expected.target);
     if !path.is_file() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let (header, body_start) = parse(&path, &bytes)?;
-    let body = &bytes[body_start..];
+    // The header first: every check but the code's hash needs only the header.
+    let header = read_header(&path)?;
     let refuse = |reason: String| Error::ArtifactMismatch { path: path.clone(), reason };
     let plugin = &package.manifest().plugin;
     let checks = [
@@ -94,9 +94,6 @@ pub(crate) fn load(
                 expected.target
             )));
         }
-    }
-    if sha256_hex(body) != header.module_sha256 {
-        return Err(refuse("its machine code does not match its recorded sha256 (corrupt or altered)".into()));
     }
     if !expected.trust_native_code {
         let untrusted = |reason: String| Error::UntrustedNativeCode { path: path.clone(), reason };
@@ -122,11 +119,27 @@ pub(crate) fn load(
                 .map_err(|e| untrusted(e.to_string()))?,
         }
     }
-    // SAFETY: the body is byte-for-byte what `Engine::precompile_module` wrote
-    // (its sha256 is in the header, and the header is signed by a key the
-    // host trusts, unless the embedder chose to trust the package's native
-    // code), for this target, wasmtime version and engine settings; wasmtime
-    // checks its own header, version and CPU features as well.
-    let module = unsafe { Module::deserialize(engine, body) }.map_err(|e| refuse(format!("wasmtime: {e:#}")))?;
+    // The machine code, checked against the sha256 its header records (and its signature covers).
+    let verified_body = || {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let (_, body_start) = parse(&path, &bytes)?;
+        let body = &bytes[body_start..];
+        if sha256_hex(body) != header.module_sha256 {
+            return Err(refuse("its machine code does not match its recorded sha256 (corrupt or altered)".into()));
+        }
+        Ok(body.to_vec())
+    };
+    // SAFETY (both arms): the code is byte-for-byte what `Engine::precompile_module` wrote
+    // (its sha256 is in the header, and the header is signed by a key the host trusts,
+    // unless the embedder chose to trust the package's native code), for this target,
+    // wasmtime version and engine settings; wasmtime checks its own header, version and
+    // CPU features as well.
+    let module = match cache {
+        Some(cache) => cache.precompiled(engine, &header.module_sha256, verified_body, refuse)?,
+        None => {
+            let body = verified_body()?;
+            unsafe { Module::deserialize(engine, &body) }.map_err(|e| refuse(format!("wasmtime: {e:#}")))?
+        }
+    };
     Ok(Some((module, header)))
 }

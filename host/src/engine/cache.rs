@@ -13,8 +13,11 @@
 //! that fails the check is not read (the module is compiled and the reason
 //! reported as a cache warning).
 //!
-//! A runtime-only host (no `compiler` feature) has nothing to cache: it loads
-//! only precompiled artifacts (`engine::aot`).
+//! The cache also keeps a verified copy of each precompiled artifact's machine
+//! code ([`ModuleCache::precompiled`]), named by the sha256 that the
+//! artifact's signed header records, so that a start maps the code instead of
+//! reading and hashing 60 MB. A runtime-only host (no `compiler` feature)
+//! compiles nothing, and keeps only these copies.
 #![cfg_attr(not(feature = "compiler"), allow(dead_code, unused_imports))]
 
 use crate::error::{Error, Result};
@@ -160,6 +163,61 @@ fn owned_privately(path: &Path) -> Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+impl ModuleCache {
+    /// A precompiled artifact's machine code, as a module mapped from this
+    /// cache's verified copy of it.
+    ///
+    /// The copy is named by `module_sha256`, the hash that the artifact's
+    /// header records (and that its signature covers). The first time,
+    /// `verified_body` reads the artifact's machine code and checks it against
+    /// that hash; the code is then written here, in the host's private
+    /// directory, and mapped. Later starts map the copy with
+    /// `Module::deserialize_file`: nothing read into the heap, nothing hashed,
+    /// and the pages shared with the page cache. The copy is used only while
+    /// the directory and the file pass the ownership checks above, so an
+    /// artifact edited in its package after it was verified is never run; the
+    /// host keeps running the code it verified. When the cache cannot hold the
+    /// copy (a full disk, a directory that fails the checks), the module is
+    /// loaded from the verified bytes in memory.
+    pub(crate) fn precompiled(
+        &self,
+        engine: &Engine,
+        module_sha256: &str,
+        verified_body: impl FnOnce() -> Result<Vec<u8>>,
+        refuse: impl Fn(String) -> Error,
+    ) -> Result<Module> {
+        // The name comes from a header that may be unsigned: keep it to a file name of hex digits.
+        let hex = module_sha256.len() == 64 && module_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        let path = self.dir.join(format!("aot-{module_sha256}.cwasm"));
+        let private = |path: &Path| owned_privately(&self.dir).and_then(|()| owned_privately(path)).is_ok();
+        if hex && path.is_file() && private(&path) {
+            // SAFETY: the host wrote this file itself, after checking that its bytes hash to
+            // `module_sha256`, into a directory no one else can write; write_atomic replaces
+            // files by rename, so the mapped inode never changes under the module.
+            match unsafe { Module::deserialize_file(engine, &path) } {
+                Ok(module) => return Ok(module),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "verified artifact copy unusable ({e:#}); verifying the artifact again");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let body = verified_body()?;
+        let stored = hex
+            && create_private_dir(&self.dir).is_ok()
+            && private(&self.dir)
+            && crate::fsutil::write_atomic(&path, &body).is_ok();
+        if stored {
+            // SAFETY: as above; the file holds exactly `body`, which was just verified.
+            if let Ok(module) = unsafe { Module::deserialize_file(engine, &path) } {
+                return Ok(module);
+            }
+        }
+        // SAFETY: `body` hashes to the sha256 of the artifact's header (`verified_body`'s contract).
+        unsafe { Module::deserialize(engine, &body) }.map_err(|e| refuse(format!("wasmtime: {e:#}")))
+    }
 }
 
 #[cfg(feature = "compiler")]

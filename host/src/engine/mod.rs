@@ -220,7 +220,7 @@ impl Runtime {
             trust_native_code: self.inner.trust_native_code,
         };
         let mut passed_over = None;
-        let artifact = match aot::load(self.engine(), &package, &expected) {
+        let artifact = match aot::load(self.engine(), &package, &expected, self.cache()) {
             Err(e @ Error::UntrustedNativeCode { .. }) if cfg!(feature = "compiler") => {
                 tracing::warn!(plugin = %package.manifest().plugin.name, "{e}; compiling its wasm instead");
                 passed_over = Some(format!("{e}; compiled its wasm instead"));
@@ -266,7 +266,7 @@ impl Runtime {
                 }
             }
         }
-        let module = self.compile(name, package.wasm())?;
+        let module = self.compile(name, package.wasm()?)?;
         let outcome = match self.cache().map(|c| c.store(engine, sha, &module)) {
             Some(Ok(path)) => {
                 tracing::debug!(plugin = %name, path = %path.display(), "stored compiled module");
@@ -314,7 +314,7 @@ impl Runtime {
         let manifest = package.manifest();
         let target = options.target.clone().unwrap_or_else(|| aot::host_target().to_string());
         let started = Instant::now();
-        let wasm = if options.preinitialize { self.preinitialize(&package)? } else { package.wasm().to_vec() };
+        let wasm = if options.preinitialize { self.preinitialize(&package)? } else { package.wasm()?.to_vec() };
         let snapshot_time = started.elapsed();
         let started = Instant::now();
         // Code for this very host keeps Cranelift's native CPU features; another target gets its baseline.
@@ -357,7 +357,7 @@ impl Runtime {
         let name = &package.manifest().plugin.name;
         let failed = |message: String| Error::Snapshot { plugin: name.clone(), message };
         let wizer = wasmtime_wizer::Wizer::new();
-        let (context, instrumented) = wizer.instrument(package.wasm()).map_err(|e| failed(format!("{e:#}")))?;
+        let (context, instrumented) = wizer.instrument(package.wasm()?).map_err(|e| failed(format!("{e:#}")))?;
         // This module runs once, to load the models: compile it quickly rather than well.
         let mut config = wasmtime_config(None)?;
         config.cranelift_opt_level(wasmtime::OptLevel::None);

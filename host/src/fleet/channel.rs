@@ -72,7 +72,7 @@ pub async fn publish(fleet: &Fleet, package: &VerifiedPackage, publisher: &str) 
     check_token("plugin name", &plugin.name)?;
     let js = fleet.jetstream();
     let store = js.get_object_store(PACKAGES_BUCKET).await.map_err(|e| fleet_error("opening", PACKAGES_BUCKET, e))?;
-    let files = package.contents().chain(std::iter::once((MANIFEST_FILE, package.manifest_bytes())));
+    let files = package.contents()?.chain(std::iter::once((MANIFEST_FILE, package.manifest_bytes())));
     for (file, bytes) in files {
         let name = object_name(&plugin.name, &plugin.version, file);
         store.put(name.as_str(), &mut &bytes[..]).await.map_err(|e| fleet_error("storing", &name, e))?;

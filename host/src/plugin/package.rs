@@ -38,7 +38,12 @@ impl Package {
         &self.dir
     }
 
-    /// Reads every file and checks it against its sha256 in the manifest.
+    /// Reads every model and asset and checks it against its sha256 in the
+    /// manifest. The module is read and checked the same way, but only when
+    /// it is first needed ([`VerifiedPackage::wasm`]): a host that runs the
+    /// package's precompiled artifact never reads the wasm (18.8 MB for a
+    /// plugin that carries tract), since the artifact's signed header binds
+    /// its machine code to this manifest, which pins the wasm's hash.
     ///
     /// Fails with [`Error::AbiMismatch`] for another ABI version, with
     /// [`Error::Manifest`] when a hash is missing, and with
@@ -61,45 +66,49 @@ impl Package {
                 found: m.plugin.abi_version.into(),
             });
         }
-        let read = |file: &String, sha256: &Option<String>| -> Result<Vec<u8>> {
-            let expected = sha256.as_ref().ok_or_else(|| Error::Manifest {
-                path: self.dir.join(MANIFEST_FILE),
-                message: format!("{file} has no sha256; run `edgecascade pack`"),
-            })?;
-            let path = self.dir.join(file);
-            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            let actual = sha256_hex(&bytes);
-            if &actual != expected {
-                return Err(Error::HashMismatch { file: file.clone(), expected: expected.clone(), actual });
-            }
-            Ok(bytes)
+        let unhashed = |file: &String| Error::Manifest {
+            path: self.dir.join(MANIFEST_FILE),
+            message: format!("{file} has no sha256; run `edgecascade pack`"),
         };
-        let wasm = read(&m.wasm.file, &m.wasm.sha256)?;
+        let wasm_sha256 = m.wasm.sha256.clone().ok_or_else(|| unhashed(&m.wasm.file))?;
         let mut files = Vec::new();
         for (kind, list) in [(FileKind::Model, &m.models), (FileKind::Asset, &m.assets)] {
             for f in list {
-                files.push((f.name.clone(), kind, read(&f.file, &f.sha256)?));
+                let sha256 = f.sha256.as_ref().ok_or_else(|| unhashed(&f.file))?;
+                files.push((f.name.clone(), kind, read_verified(&self.dir, &f.file, sha256)?));
             }
         }
-        let wasm_sha256 = m.wasm.sha256.clone().unwrap_or_default();
         Ok(VerifiedPackage {
             dir: self.dir,
             manifest: self.manifest,
             manifest_bytes: self.manifest_bytes,
-            wasm,
+            wasm: std::sync::OnceLock::new(),
             wasm_sha256,
             files,
         })
     }
 }
 
-/// A package whose files all match their hashes, held in memory.
+/// Reads `file` in `dir` and checks it against `sha256`.
+fn read_verified(dir: &Path, file: &str, sha256: &str) -> Result<Vec<u8>> {
+    let path = dir.join(file);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let actual = sha256_hex(&bytes);
+    if actual != sha256 {
+        return Err(Error::HashMismatch { file: file.to_string(), expected: sha256.to_string(), actual });
+    }
+    Ok(bytes)
+}
+
+/// A package whose models and assets match their hashes, held in memory;
+/// its module is read and checked when first needed.
 #[derive(Debug, Clone)]
 pub struct VerifiedPackage {
     dir: PathBuf,
     manifest: Manifest,
     manifest_bytes: Vec<u8>,
-    wasm: Vec<u8>,
+    /// Read and verified on first use.
+    wasm: std::sync::OnceLock<Vec<u8>>,
     wasm_sha256: String,
     files: Vec<(String, FileKind, Vec<u8>)>,
 }
@@ -121,9 +130,15 @@ impl VerifiedPackage {
         &self.manifest_bytes
     }
 
-    /// The module's bytes.
-    pub fn wasm(&self) -> &[u8] {
-        &self.wasm
+    /// The module's bytes, read and checked against the manifest's sha256 on
+    /// the first call ([`Error::HashMismatch`] if the file changed, [`Error::Io`]
+    /// if it cannot be read).
+    pub fn wasm(&self) -> Result<&[u8]> {
+        if let Some(wasm) = self.wasm.get() {
+            return Ok(wasm);
+        }
+        let bytes = read_verified(&self.dir, &self.manifest.wasm.file, &self.wasm_sha256)?;
+        Ok(self.wasm.get_or_init(|| bytes))
     }
 
     /// The module's verified sha256, lowercase hex.
@@ -157,9 +172,10 @@ impl VerifiedPackage {
 
     /// Every file as `(path in the package, verified bytes)`, in the order of
     /// [`Manifest::files`]: the module, then models, then assets.
-    pub(crate) fn contents(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        let bytes = std::iter::once(self.wasm.as_slice()).chain(self.files.iter().map(|(_, _, b)| b.as_slice()));
-        self.manifest.files().map(|(file, _)| file.as_str()).zip(bytes)
+    /// Reads the module if it was not read yet.
+    pub(crate) fn contents(&self) -> Result<impl Iterator<Item = (&str, &[u8])>> {
+        let bytes = std::iter::once(self.wasm()?).chain(self.files.iter().map(|(_, _, b)| b.as_slice()));
+        Ok(self.manifest.files().map(|(file, _)| file.as_str()).zip(bytes))
     }
 
     /// What each new instance loads (see `guest/ABI.md`): the request, and

@@ -202,6 +202,16 @@ fn inspect_reports_models_and_unsupported_ops() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("tract runs it") && text.contains("input_ids"), "{text}");
     assert!(text.contains("OnceInInitialize"), "{text}");
+    // The graph's own names, types and shapes, its ops, and its format against the support table.
+    let out = edgecascade(&["inspect", "--json", plugin("news-topic").to_str().unwrap()]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let model = &report["models"][0];
+    let inputs = model["inputs"].to_string();
+    assert!(inputs.contains("input_ids: int64 ["), "{inputs}");
+    assert!(!model["outputs"][0].as_str().unwrap().ends_with('?'), "{}", model["outputs"]);
+    assert_eq!(model["formats"], serde_json::json!(["static"]), "{model}");
+    let ops = model["ops"].as_array().unwrap();
+    assert!(ops.iter().any(|o| o["op"] == "DequantizeLinear" && o["count"].as_u64() >= Some(1)), "{ops:?}");
 
     let tmp = tempfile::tempdir().unwrap();
     let wasm = std::fs::read(plugin("tensor").join("tensor.wasm")).unwrap();
@@ -213,6 +223,11 @@ fn inspect_reports_models_and_unsupported_ops() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ops = report["models"][0]["unsupported_ops"].to_string();
     assert!(ops.contains("QLinearReduceMean"), "{ops}");
+    // Outside the conformance suite, and said so.
+    assert_eq!(report["models"][0]["conformance"], false);
+    let op =
+        report["models"][0]["ops"].as_array().unwrap().iter().find(|o| o["op"] == "com.microsoft::QLinearReduceMean");
+    assert_eq!(op.map(|o| &o["conformance"]), Some(&Value::Bool(false)), "{}", report["models"][0]["ops"]);
 }
 
 #[test]

@@ -4,7 +4,8 @@ use super::Global;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Show a plugin's manifest, exports and imports, and whether tract can run each model.
+/// Show a plugin's manifest, exports and imports, and for each model its inputs, outputs, ops,
+/// quantization format and whether tract can run it.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  edgecascade inspect target/plugins/news-topic")]
 pub struct Args {
@@ -36,6 +37,22 @@ pub fn run(_global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
             );
             println!("  inputs:  {}", m.inputs.join("; "));
             println!("  outputs: {}", m.outputs.join("; "));
+            let ops: Vec<String> = m
+                .ops
+                .iter()
+                .map(|o| format!("{}{} x{}", o.op, if o.conformance { "" } else { " (not in the suite)" }, o.count))
+                .collect();
+            println!("  ops:     {}", ops.join(", "));
+            println!(
+                "  format:  {}; {}",
+                m.formats.join(", "),
+                if m.conformance {
+                    "every op and format is in the conformance suite (docs/onnx-support.md)"
+                } else {
+                    "some of it is outside the conformance suite (docs/onnx-support.md): compare its outputs with \
+                     onnxruntime's"
+                }
+            );
             if !m.unsupported_ops.is_empty() {
                 println!("  unsupported ops: {}", m.unsupported_ops.join(", "));
             }

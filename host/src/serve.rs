@@ -199,10 +199,13 @@ pub fn watch(
                         continue;
                     }
                     *last = now;
-                    let loaded = runtime.load(dir).and_then(|plugin| {
-                        let name = plugin.name().to_string();
-                        make_router(plugin).map_err(|source| crate::error::Error::Router { plugin: name, source })
-                    });
+                    let loaded = runtime
+                        .verify_complete(dir)
+                        .and_then(|package| runtime.load_verified(package))
+                        .and_then(|plugin| {
+                            let name = plugin.name().to_string();
+                            make_router(plugin).map_err(|source| crate::error::Error::Router { plugin: name, source })
+                        });
                     match loaded {
                         Ok(router) => {
                             let name = router.plugin().name().to_string();

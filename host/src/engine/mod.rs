@@ -190,8 +190,19 @@ impl Runtime {
     }
 
     /// Opens and verifies the package in `dir` under this runtime's trust policy.
+    /// The wasm is checked when it is first needed (see [`Package::verify`]).
     pub fn verify(&self, dir: impl AsRef<Path>) -> Result<VerifiedPackage> {
         Package::open(dir)?.verify_with(&self.inner.trust)
+    }
+
+    /// [`verify`](Runtime::verify), and the wasm checked now as well: for a
+    /// package about to replace one that serves (a hot reload, a fleet
+    /// update), which must be whole on disk even when this host would run
+    /// code it compiled before and never read the file.
+    pub fn verify_complete(&self, dir: impl AsRef<Path>) -> Result<VerifiedPackage> {
+        let package = self.verify(dir)?;
+        package.wasm()?;
+        Ok(package)
     }
 
     /// Whether loading this package would need no compilation: it has a
@@ -238,11 +249,7 @@ impl Runtime {
         let module_time = started.elapsed();
         let name = &package.manifest().plugin.name;
         sandbox::check_exports(name, &module, preinitialized)?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
+        let pre = self.inner.linker.instantiate_pre(&module).map_err(|e| Error::instantiate(name, e))?;
         let report = LoadReport { cache, module_time, instantiate_time: Duration::ZERO, cache_warning, preinitialized };
         Plugin::new(self.epoch_tick(), package, pre, report)
     }
@@ -299,6 +306,7 @@ impl Runtime {
                 aot::host_target(),
                 aot::host_target()
             ),
+            source: None,
         })
     }
 
@@ -320,9 +328,7 @@ impl Runtime {
         // Code for this very host keeps Cranelift's native CPU features; another target gets its baseline.
         let config = wasmtime_config((target != aot::host_target()).then_some(target.as_str()))?;
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let code = engine
-            .precompile_module(&wasm)
-            .map_err(|e| Error::InvalidWasm { plugin: manifest.plugin.name.clone(), message: format!("{e:#}") })?;
+        let code = engine.precompile_module(&wasm).map_err(|e| Error::invalid_wasm(&manifest.plugin.name, e))?;
         let compile_time = started.elapsed();
         let header = aot::ArtifactHeader {
             plugin: manifest.plugin.name.clone(),
@@ -364,9 +370,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let module = self.compile_with(&engine, name, &instrumented)?;
         sandbox::check_exports(name, &module, false)?;
-        let pre = sandbox::linker(&engine)?
-            .instantiate_pre(&module)
-            .map_err(|e| Error::Instantiate { plugin: name.clone(), message: format!("{e:#}") })?;
+        let pre = sandbox::linker(&engine)?.instantiate_pre(&module).map_err(|e| Error::instantiate(name, e))?;
         let ctx = crate::sandbox::CallContext {
             plugin: name.clone(),
             limits: package.manifest().limits.sandbox(),
@@ -390,8 +394,7 @@ impl Runtime {
 
     #[cfg(feature = "compiler")]
     fn compile_with(&self, engine: &Engine, plugin: &str, wasm: &[u8]) -> Result<Module> {
-        Module::from_binary(engine, wasm)
-            .map_err(|e| Error::InvalidWasm { plugin: plugin.to_string(), message: format!("{e:#}") })
+        Module::from_binary(engine, wasm).map_err(|e| Error::invalid_wasm(plugin, e))
     }
 }
 

@@ -203,7 +203,7 @@ pub struct Device {
 /// installs it into `live_dir` and swaps it in. On any refusal the live
 /// version keeps serving and `live_dir` is untouched.
 pub fn adopt(device: &Device, staging: &Path, live_dir: &Path) -> Result<Reload> {
-    let package = device.runtime.verify(staging)?;
+    let package = device.runtime.verify_complete(staging)?;
     let name = package.manifest().plugin.name.clone();
     let version = package.manifest().plugin.version.clone();
     let refuse = |live: &str, reason: String| Error::NotACandidate {

@@ -85,6 +85,9 @@ pub enum Error {
         plugin: String,
         /// The compiler's or validator's message.
         message: String,
+        /// Wasmtime's error, when it came from wasmtime (its chain, to inspect or downcast).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The module lacks an export the ABI requires, or it has the wrong type.
@@ -105,6 +108,9 @@ pub enum Error {
         plugin: String,
         /// Wasmtime's message, naming the import.
         message: String,
+        /// Wasmtime's error (its chain, to inspect or downcast).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The guest could not load a model; tract's message names the op or node.
@@ -296,6 +302,19 @@ impl Error {
                 | Error::GuestTrap { .. }
                 | Error::MalformedOutput { .. }
         )
+    }
+}
+
+impl Error {
+    /// [`Error::InvalidWasm`] from wasmtime's error, kept as the source.
+    #[cfg(feature = "compiler")]
+    pub(crate) fn invalid_wasm(plugin: &str, error: wasmtime::Error) -> Error {
+        Error::InvalidWasm { plugin: plugin.to_string(), message: format!("{error:#}"), source: Some(error.into()) }
+    }
+
+    /// [`Error::Instantiate`] from wasmtime's error, kept as the source.
+    pub(crate) fn instantiate(plugin: &str, error: wasmtime::Error) -> Error {
+        Error::Instantiate { plugin: plugin.to_string(), message: format!("{error:#}"), source: Some(error.into()) }
     }
 }
 

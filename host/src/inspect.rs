@@ -126,8 +126,11 @@ fn formats(ops: &[OpUse]) -> Vec<String> {
 pub fn inspect(package: &VerifiedPackage) -> crate::error::Result<Report> {
     let m = package.manifest();
     let wasm = package.wasm()?;
-    let (exports, imports, constructors) = module_facts(wasm)
-        .map_err(|message| crate::error::Error::InvalidWasm { plugin: m.plugin.name.clone(), message })?;
+    let (exports, imports, constructors) = module_facts(wasm).map_err(|message| crate::error::Error::InvalidWasm {
+        plugin: m.plugin.name.clone(),
+        message,
+        source: None,
+    })?;
     let models = package
         .files()
         .filter(|(_, kind, _)| *kind == edgecascade_abi::FileKind::Model)

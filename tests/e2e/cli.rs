@@ -236,6 +236,8 @@ fn setup_errors_are_clear_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/plugin/plugin.toml"), "{err}");
+    // The io error is said once, though it is both in the message and its source.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
 
 #[test]

@@ -68,6 +68,9 @@ fn an_unknown_import_is_refused() {
     let pkg = make_package(tmp.path(), wat_manifest(), &[("m.wasm", &wat::parse_str(&source).unwrap())]);
     let e = runtime().load(&pkg).err().unwrap();
     assert!(matches!(&e, Error::Instantiate { message, .. } if message.contains("open_socket")), "{e:?}");
+    // Wasmtime's own error stays reachable as the source, not only as text.
+    let source = std::error::Error::source(&e).expect("wasmtime's error is the source");
+    assert!(source.to_string().contains("open_socket") || format!("{source:?}").contains("open_socket"), "{source:?}");
 }
 
 #[test]

@@ -240,7 +240,7 @@ impl Instance {
             if state.limiter.hit {
                 return Error::MemoryCap { plugin: plugin.clone(), cap: ctx.limits.memory };
             }
-            Error::Instantiate { plugin: plugin.clone(), message: format!("{e:#}") }
+            Error::instantiate(&plugin, e)
         })?;
         let func = |store: &mut Store<HostState>, name: &str| {
             instance.get_func(&mut *store, name).ok_or_else(|| Error::MissingExport {

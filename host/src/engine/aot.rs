@@ -20,7 +20,6 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::sha256_hex;
-use crate::plugin::artifact::parse;
 pub(crate) use crate::plugin::artifact::replace_artifacts;
 #[cfg(feature = "compiler")]
 pub(crate) use crate::plugin::artifact::write;
@@ -121,13 +120,11 @@ pub(crate) fn load(
     }
     // The machine code, checked against the sha256 its header records (and its signature covers).
     let verified_body = || {
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let (_, body_start) = parse(&path, &bytes)?;
-        let body = &bytes[body_start..];
-        if sha256_hex(body) != header.module_sha256 {
+        let (_, body) = read(&path)?;
+        if sha256_hex(&body) != header.module_sha256 {
             return Err(refuse("its machine code does not match its recorded sha256 (corrupt or altered)".into()));
         }
-        Ok(body.to_vec())
+        Ok(body)
     };
     // SAFETY (both arms): the code is byte-for-byte what `Engine::precompile_module` wrote
     // (its sha256 is in the header, and the header is signed by a key the host trusts,

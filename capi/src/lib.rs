@@ -92,7 +92,8 @@ fn status_of(error: &Error) -> EcStatus {
         | Error::ModelRejected { .. }
         | Error::ArtifactMismatch { .. }
         | Error::UntrustedNativeCode { .. }
-        | Error::Snapshot { .. } => EcStatus::BadPlugin,
+        | Error::Snapshot { .. }
+        | Error::NnRuntime { .. } => EcStatus::BadPlugin,
         e if e.is_guest_fault() => EcStatus::GuestFault,
         Error::Guest { .. } => EcStatus::GuestFault,
         _ => EcStatus::Engine,

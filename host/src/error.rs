@@ -215,6 +215,18 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// A plugin imports wasi-nn, and the shared inference runtime it needs
+    /// could not be found, verified or linked.
+    #[error("plugin {plugin} imports wasi-nn, but the shared runtime at {path} cannot serve it: {message}")]
+    NnRuntime {
+        /// The plugin.
+        plugin: String,
+        /// Where the runtime package was looked for.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
     /// Pre-initializing a plugin (loading its models, then snapshotting the instance) failed.
     #[error("could not pre-initialize plugin {plugin}: {message}")]
     Snapshot {

@@ -29,3 +29,4 @@ mod robustness;
 mod second_language;
 mod signing;
 mod spine;
+mod wasi_nn;

@@ -76,7 +76,7 @@ fn request() -> LoadRequest {
         version: "1.0.0".into(),
         labels: vec!["business".into(), "sport".into()],
         config: serde_json::json!({"max_tokens": 256}),
-        files: vec![FileEntry { name: "model".into(), kind: FileKind::Model, len: 3 }],
+        files: vec![FileEntry { name: "model".into(), kind: FileKind::Model, len: 3, runtime: false }],
         abi_minor: None,
     }
 }

@@ -49,7 +49,8 @@ pub const ABI_VERSION: u32 = 1;
 /// |---|---|
 /// | 0 | the first release |
 /// | 1 | tolerant readers, [`ErrorKind::Other`], [`exports::ABI_MINOR`], [`LoadRequest::abi_minor`] |
-pub const ABI_MINOR: u32 = 1;
+/// | 2 | [`FileEntry::runtime`]: models held by the host's shared wasi-nn runtime |
+pub const ABI_MINOR: u32 = 2;
 
 /// Names of the functions a plugin exports (and the one it may import).
 pub mod exports {
@@ -99,6 +100,90 @@ impl Status {
             1 => Some(Status::Beyond),
             2 => Some(Status::Error),
             _ => None,
+        }
+    }
+}
+
+/// The shared inference runtime's contract: what the host calls in the
+/// runtime module it links to every plugin that imports wasi-nn (see
+/// `guest/ABI.md`, "The shared runtime"). Private between the host and the
+/// runtime that ships with it; plugins see only wasi-nn.
+pub mod nn_runtime {
+    /// The runtime contract's version, from the `ecnn_version` export; a host
+    /// links only a runtime of its own version.
+    pub const RUNTIME_VERSION: u32 = 1;
+    /// `() -> i32`: [`RUNTIME_VERSION`].
+    pub const VERSION: &str = "ecnn_version";
+    /// `(len: i32) -> i32`: a buffer for the host to fill, passed to exactly one call.
+    pub const ALLOC: &str = "ecnn_alloc";
+    /// `(ptr: i32, len: i32) -> i64`: ONNX bytes in; a graph id out.
+    pub const LOAD: &str = "ecnn_load";
+    /// `(graph: i32) -> i64`: a new execution context's id.
+    pub const INIT: &str = "ecnn_init";
+    /// `(context, index, tensor_type, ptr, len: i32) -> i64`: the buffer holds the
+    /// rank (u32), the dimensions (u32 each), then the values; all little-endian.
+    pub const SET_INPUT: &str = "ecnn_set_input";
+    /// `(context: i32) -> i64`: runs the model.
+    pub const COMPUTE: &str = "ecnn_compute";
+    /// `(context, index: i32) -> i64`: the output's length in bytes; the bytes
+    /// are at `ecnn_output_ptr()` until the next call.
+    pub const OUTPUT: &str = "ecnn_output";
+    /// `() -> i32`: where the last output's bytes are.
+    pub const OUTPUT_PTR: &str = "ecnn_output_ptr";
+    /// `() -> i64`: the last failure's message, packed like a result frame.
+    pub const LAST_ERROR: &str = "ecnn_last_error";
+
+    /// wasi-nn's error codes (`nn_errno`, witx numbering). A runtime call
+    /// returns minus one of these on failure.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(u16)]
+    pub enum Errno {
+        Success = 0,
+        InvalidArgument = 1,
+        InvalidEncoding = 2,
+        MissingMemory = 3,
+        Busy = 4,
+        RuntimeError = 5,
+        UnsupportedOperation = 6,
+        TooLarge = 7,
+        NotFound = 8,
+    }
+
+    impl Errno {
+        /// The code for a runtime call's negative result; an unknown one is a runtime error.
+        pub fn from_result(result: i64) -> Errno {
+            u32::try_from(-result).ok().and_then(Errno::from_code).unwrap_or(Errno::RuntimeError)
+        }
+
+        /// The error with this wasi-nn code, if it is one.
+        pub fn from_code(code: u32) -> Option<Errno> {
+            const ALL: [Errno; 9] = [
+                Errno::Success,
+                Errno::InvalidArgument,
+                Errno::InvalidEncoding,
+                Errno::MissingMemory,
+                Errno::Busy,
+                Errno::RuntimeError,
+                Errno::UnsupportedOperation,
+                Errno::TooLarge,
+                Errno::NotFound,
+            ];
+            ALL.get(code as usize).copied()
+        }
+
+        /// wasi-nn's name for it (`runtime_error`).
+        pub fn name(self) -> &'static str {
+            match self {
+                Errno::Success => "success",
+                Errno::InvalidArgument => "invalid_argument",
+                Errno::InvalidEncoding => "invalid_encoding",
+                Errno::MissingMemory => "missing_memory",
+                Errno::Busy => "busy",
+                Errno::RuntimeError => "runtime_error",
+                Errno::UnsupportedOperation => "unsupported_operation",
+                Errno::TooLarge => "too_large",
+                Errno::NotFound => "not_found",
+            }
         }
     }
 }
@@ -289,8 +374,15 @@ pub struct FileEntry {
     pub name: String,
     /// Whether it is an ONNX model or another asset.
     pub kind: FileKind,
-    /// Its length in bytes.
+    /// Its length in bytes: how many bytes of the frame are this file's (0 when
+    /// [`runtime`](FileEntry::runtime) is set).
     pub len: u64,
+    /// The model's bytes are not in the frame: the host has them loaded by
+    /// its shared inference runtime, and the plugin reaches the model through
+    /// wasi-nn's `load_by_name` under [`name`](FileEntry::name). Sent only to a
+    /// plugin that imports wasi-nn. Default `false`; added in minor 2.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtime: bool,
 }
 
 /// What a loaded file is.
@@ -505,8 +597,8 @@ mod tests {
             labels: vec!["a".into()],
             config: serde_json::json!({"k": 1}),
             files: vec![
-                FileEntry { name: "m".into(), kind: FileKind::Model, len: 3 },
-                FileEntry { name: "v".into(), kind: FileKind::Asset, len: 2 },
+                FileEntry { name: "m".into(), kind: FileKind::Model, len: 3, runtime: false },
+                FileEntry { name: "v".into(), kind: FileKind::Asset, len: 2, runtime: true },
             ],
             abi_minor: Some(ABI_MINOR),
         };

@@ -48,6 +48,10 @@ pub use edgecascade_abi::{
 pub mod classify;
 #[cfg(feature = "onnx")]
 pub mod contrib;
+#[cfg(any(feature = "onnx", feature = "wasi-nn"))]
+pub mod model;
+#[cfg(feature = "wasi-nn")]
+pub mod nn;
 pub mod npy;
 #[cfg(feature = "onnx")]
 pub mod onnx;
@@ -140,14 +144,28 @@ impl<'a> LoadContext<'a> {
         serde_json::from_value(self.request.config.clone()).map_err(|e| Error::bad_input(format!("plugin config: {e}")))
     }
 
-    /// The bytes of the model named `name` in the manifest.
+    /// The bytes of the model named `name` in the manifest. A model the host
+    /// keeps in its shared runtime ([`model_in_runtime`](LoadContext::model_in_runtime))
+    /// has no bytes here: reach it with [`nn::Graph::load_by_name`](crate::nn::Graph::load_by_name).
     pub fn model(&self, name: &str) -> Result<&'a [u8], Error> {
+        if self.model_in_runtime(name) {
+            return Err(Error::bad_input(format!(
+                "model {name:?} is loaded in the host's shared runtime: reach it with wasi-nn's load_by_name"
+            )));
+        }
         self.file(name, FileKind::Model)
     }
 
-    /// Whether a model named `name` was handed over.
+    /// Whether the manifest lists a model named `name` (its bytes here, or in the host's runtime).
     pub fn has_model(&self, name: &str) -> bool {
         self.file(name, FileKind::Model).is_ok()
+    }
+
+    /// Whether the model named `name` is held by the host's shared wasi-nn
+    /// runtime rather than handed over as bytes: so it is for a plugin that
+    /// imports wasi-nn (ABI minor 2).
+    pub fn model_in_runtime(&self, name: &str) -> bool {
+        self.request.files.iter().any(|f| f.name == name && f.kind == FileKind::Model && f.runtime)
     }
 
     /// The bytes of the asset named `name` in the manifest.

@@ -9,6 +9,7 @@ pub use tract_onnx::prelude::{DatumType, TValue, TVec, Tensor as TractTensor, Tr
 ///
 /// Loading parses and optimizes the graph once; [`run`](OnnxModel::run) then
 /// reuses the same execution state, so steady-state calls do not re-plan.
+#[derive(Clone)]
 pub struct OnnxModel {
     state: TypedSimpleState,
     inputs: Vec<String>,

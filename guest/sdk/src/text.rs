@@ -239,7 +239,7 @@ fn is_chinese(c: char) -> bool {
 ///
 /// The manifest picks the shape by which models it lists; the asset `vocab`
 /// is the WordPiece vocabulary, and `[config] max_tokens` caps the input.
-#[cfg(feature = "onnx")]
+#[cfg(any(feature = "onnx", feature = "wasi-nn"))]
 pub struct TextClassifier {
     tokenizer: WordPiece,
     labels: Vec<String>,
@@ -250,17 +250,17 @@ pub struct TextClassifier {
     models: Models,
 }
 
-#[cfg(feature = "onnx")]
+#[cfg(any(feature = "onnx", feature = "wasi-nn"))]
 enum Models {
-    Small(crate::onnx::OnnxModel),
-    Large { encoder: crate::onnx::OnnxModel, head: crate::onnx::OnnxModel },
+    Small(crate::model::Model),
+    Large { encoder: crate::model::Model, head: crate::model::Model },
 }
 
-#[cfg(feature = "onnx")]
+#[cfg(any(feature = "onnx", feature = "wasi-nn"))]
 impl TextClassifier {
     /// Loads the vocabulary and the model(s) named in the manifest.
     pub fn load(ctx: &crate::LoadContext<'_>) -> Result<TextClassifier, Error> {
-        use crate::onnx::OnnxModel;
+        use crate::model::Model;
         #[derive(serde::Deserialize)]
         struct Config {
             #[serde(default = "default_max_tokens")]
@@ -273,12 +273,9 @@ impl TextClassifier {
             if ctx.config().is_null() { Config { max_tokens: default_max_tokens() } } else { ctx.config_as()? };
         let tokenizer = WordPiece::from_vocab(ctx.asset_str("vocab")?)?;
         let models = if ctx.has_model("encoder") {
-            Models::Large {
-                encoder: OnnxModel::load(ctx.model("encoder")?)?,
-                head: OnnxModel::load(ctx.model("head")?)?,
-            }
+            Models::Large { encoder: Model::load(ctx, "encoder")?, head: Model::load(ctx, "head")? }
         } else {
-            Models::Small(OnnxModel::load(ctx.model("model")?)?)
+            Models::Small(Model::load(ctx, "model")?)
         };
         if ctx.labels().is_empty() {
             return Err(Error::bad_input("a classifier needs labels in its manifest"));
@@ -325,7 +322,7 @@ impl TextClassifier {
 
     /// Classifies `text`.
     pub fn classify(&mut self, text: &str) -> Result<crate::Answer, Error> {
-        use crate::onnx::{f32_tensor, ids_tensor, tvec};
+        use crate::model::Tensor;
         let analysis = self.analysis(text);
         let probs = match &mut self.models {
             Models::Small(model) => {
@@ -333,7 +330,7 @@ impl TextClassifier {
                 if ids.is_empty() {
                     ids.push(self.tokenizer.unk as i64);
                 }
-                model.run_f32(tvec![ids_tensor(&ids)?])?
+                model.run_f32(&[Tensor::I64 { shape: &[1, ids.len()], values: &ids }])?
             }
             Models::Large { encoder, head } => {
                 let (cls, sep) = match (self.tokenizer.cls, self.tokenizer.sep) {
@@ -345,8 +342,13 @@ impl TextClassifier {
                 ids.push(sep);
                 let mask = vec![1i64; ids.len()];
                 let types = vec![0i64; ids.len()];
-                let embedding = encoder.run_f32(tvec![ids_tensor(&ids)?, ids_tensor(&mask)?, ids_tensor(&types)?])?;
-                head.run_f32(tvec![f32_tensor(&[1, embedding.len()], &embedding)?])?
+                let shape = [1, ids.len()];
+                let embedding = encoder.run_f32(&[
+                    Tensor::I64 { shape: &shape, values: &ids },
+                    Tensor::I64 { shape: &shape, values: &mask },
+                    Tensor::I64 { shape: &shape, values: &types },
+                ])?;
+                head.run_f32(&[Tensor::F32 { shape: &[1, embedding.len()], values: &embedding }])?
             }
         };
         crate::classify::answer(&self.labels, &probs)

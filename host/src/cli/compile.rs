@@ -43,9 +43,16 @@ pub struct Args {
 pub fn run(global: &Global, args: &Args) -> anyhow::Result<ExitCode> {
     let runtime = global.runtime()?;
     let key = args.key.as_deref().map(edgecascade::plugin::signing_key).transpose()?;
-    let options = PrecompileOptions { target: args.target.clone(), preinitialize: !args.no_snapshot, key };
     let target = args.target.as_deref().unwrap_or(edgecascade::engine::aot::host_target());
     for package in &args.packages {
+        let mut options =
+            PrecompileOptions { target: args.target.clone(), preinitialize: !args.no_snapshot, key: key.clone() };
+        if options.preinitialize
+            && let Some(reason) = runtime.verify(package)?.snapshot_blocker()?
+        {
+            eprintln!("{}: compiling without a snapshot: {reason}", package.display());
+            options.preinitialize = false;
+        }
         let artifact = edgecascade::engine::aot::artifact_path(package, target);
         // An identical artifact is kept: built for this package, target and host, and signed
         // by the same key when one is given.

@@ -191,6 +191,14 @@ pub fn load_with_progress(
     package: edgecascade::VerifiedPackage,
 ) -> anyhow::Result<edgecascade::Plugin> {
     let name = package.manifest().plugin.name.clone();
+    // The shared runtime is compiled once per host, before the first plugin that needs it.
+    if let Some((dir, bytes)) = runtime.nn_runtime_to_compile(&package) {
+        eprintln!(
+            "{name} imports wasi-nn: compiling the shared runtime {} first ({:.1} MB of wasm; once per host, then cached) ...",
+            dir.display(),
+            bytes as f64 / 1e6
+        );
+    }
     let compiling = !runtime.is_cached(&package);
     // The size from the file: the module is read (and hashed) only when it is compiled.
     let wasm_bytes = std::fs::metadata(package.dir().join(&package.manifest().wasm.file)).map_or(0, |m| m.len());

@@ -45,7 +45,18 @@ pub struct RuntimeConfig {
     /// reuses a slot instead of mapping fresh memory. Default: `None`, each
     /// instance maps its own memory. Reserves 4 GiB of address space per slot.
     pub pooling: Option<u32>,
+    /// The package of the shared inference runtime that plugins importing
+    /// wasi-nn are linked to (built from `guest/runtime`). Default: `None`,
+    /// which looks for a package named `nn-runtime` next to each such plugin's
+    /// own directory. It is verified, cached and precompiled like a plugin,
+    /// under the same trust policy; a plugin that needs it and finds none
+    /// fails to load with [`Error::NnRuntime`]. Plugins without wasi-nn never read it.
+    pub nn_runtime: Option<PathBuf>,
 }
+
+/// The name of the shared runtime's package, looked for next to a plugin
+/// that imports wasi-nn when [`RuntimeConfig::nn_runtime`] is not set.
+pub const NN_RUNTIME_PACKAGE: &str = "nn-runtime";
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -55,6 +66,7 @@ impl Default for RuntimeConfig {
             trust: TrustPolicy::default(),
             trust_native_code: false,
             pooling: None,
+            nn_runtime: None,
         }
     }
 }
@@ -117,6 +129,10 @@ struct Inner {
     epoch_tick: Duration,
     trust: TrustPolicy,
     trust_native_code: bool,
+    nn_runtime: Option<PathBuf>,
+    /// The shared runtime, compiled once and reused by every plugin that
+    /// imports wasi-nn: its directory, its package digest, and the module.
+    nn_linked: std::sync::Mutex<Option<(PathBuf, String, wasmtime::InstancePre<HostState>)>>,
     // Dropping the sender stops the ticker thread.
     _ticker: mpsc::Sender<()>,
 }
@@ -155,6 +171,8 @@ impl Runtime {
                 epoch_tick: tick,
                 trust: config.trust,
                 trust_native_code: config.trust_native_code,
+                nn_runtime: config.nn_runtime,
+                nn_linked: std::sync::Mutex::new(None),
                 _ticker: stop,
             }),
         })
@@ -250,8 +268,86 @@ impl Runtime {
         let name = &package.manifest().plugin.name;
         sandbox::check_exports(name, &module, preinitialized)?;
         let pre = self.inner.linker.instantiate_pre(&module).map_err(|e| Error::instantiate(name, e))?;
+        let runtime = if sandbox::nn::imports_nn(&module) { Some(self.nn_runtime_for(&package)?) } else { None };
         let report = LoadReport { cache, module_time, instantiate_time: Duration::ZERO, cache_warning, preinitialized };
-        Plugin::new(self.epoch_tick(), package, pre, report)
+        Plugin::new(self.epoch_tick(), package, pre, runtime, report)
+    }
+
+    /// Where the shared runtime for this plugin is looked for ([`RuntimeConfig::nn_runtime`]).
+    pub fn nn_runtime_dir(&self, plugin: &VerifiedPackage) -> PathBuf {
+        match &self.inner.nn_runtime {
+            Some(dir) => dir.clone(),
+            None => plugin.dir().parent().unwrap_or(Path::new(".")).join(NN_RUNTIME_PACKAGE),
+        }
+    }
+
+    /// When loading `plugin` will compile the shared runtime first (the
+    /// plugin imports wasi-nn, and this host has no compiled runtime yet):
+    /// the runtime's directory and the size of its wasm. For progress
+    /// messages; reads only the start of the plugin's module, unverified.
+    pub fn nn_runtime_to_compile(&self, plugin: &VerifiedPackage) -> Option<(PathBuf, u64)> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        let file = std::fs::File::open(plugin.dir().join(&plugin.manifest().wasm.file)).ok()?;
+        // The import section comes before the code; 1 MiB holds it in any plugin.
+        file.take(1 << 20).read_to_end(&mut head).ok()?;
+        if !sandbox::nn::wasm_imports_nn(&head) {
+            return None;
+        }
+        let dir = self.nn_runtime_dir(plugin);
+        if let Some((at, _, _)) = &*self.inner.nn_linked.lock().unwrap_or_else(|p| p.into_inner())
+            && *at == dir
+        {
+            return None;
+        }
+        let runtime = self.verify(&dir).ok()?;
+        if self.is_cached(&runtime) {
+            return None;
+        }
+        let bytes = std::fs::metadata(dir.join(&runtime.manifest().wasm.file)).map_or(0, |m| m.len());
+        Some((dir, bytes))
+    }
+
+    /// The shared runtime for a plugin that imports wasi-nn: verified under
+    /// this runtime's trust policy, then compiled (or taken from the cache, or
+    /// its precompiled artifact) once, and reused while its package is unchanged.
+    fn nn_runtime_for(&self, plugin: &VerifiedPackage) -> Result<wasmtime::InstancePre<HostState>> {
+        let name = &plugin.manifest().plugin.name;
+        let dir = self.nn_runtime_dir(plugin);
+        let failed = |message: String| Error::NnRuntime { plugin: name.clone(), path: dir.clone(), message };
+        if !dir.join(crate::plugin::manifest::MANIFEST_FILE).is_file() {
+            return Err(failed(format!(
+                "there is no package there (install the `{NN_RUNTIME_PACKAGE}` package next to the plugin, \
+                 or name one with RuntimeConfig::nn_runtime / --nn-runtime)"
+            )));
+        }
+        let package = self.verify(&dir).map_err(|e| failed(e.to_string()))?;
+        let digest = package.digest();
+        let mut linked = self.inner.nn_linked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, known, pre)) = &*linked
+            && *at == dir
+            && *known == digest
+        {
+            return Ok(pre.clone());
+        }
+        let expected = aot::Expected {
+            target: aot::host_target(),
+            engine: &engine_fingerprint(),
+            trust: &self.inner.trust,
+            trust_native_code: self.inner.trust_native_code,
+        };
+        let module = match aot::load(self.engine(), &package, &expected, self.cache()) {
+            Ok(Some((module, _))) => module,
+            Err(e @ Error::UntrustedNativeCode { .. }) if !cfg!(feature = "compiler") => {
+                return Err(failed(e.to_string()));
+            }
+            _ => self.module(&package).map_err(|e| failed(e.to_string()))?.0,
+        };
+        sandbox::nn::check_runtime_exports(&module)
+            .map_err(|m| failed(format!("not a runtime this host can link: {m}")))?;
+        let pre = self.inner.linker.instantiate_pre(&module).map_err(|e| failed(format!("{e:#}")))?;
+        *linked = Some((dir.clone(), digest, pre.clone()));
+        Ok(pre)
     }
 
     /// The compiled module for a package, from the cache when possible.
@@ -362,6 +458,9 @@ impl Runtime {
     fn preinitialize(&self, package: &VerifiedPackage) -> Result<Vec<u8>> {
         let name = &package.manifest().plugin.name;
         let failed = |message: String| Error::Snapshot { plugin: name.clone(), message };
+        if let Some(reason) = package.snapshot_blocker()? {
+            return Err(failed(format!("{reason}; precompile it without a snapshot")));
+        }
         let wizer = wasmtime_wizer::Wizer::new();
         let (context, instrumented) = wizer.instrument(package.wasm()?).map_err(|e| failed(format!("{e:#}")))?;
         // This module runs once, to load the models: compile it quickly rather than well.
@@ -385,7 +484,7 @@ impl Runtime {
                     engine.increment_epoch();
                 }
             });
-            let snapshot = crate::sandbox::Instance::new(&pre, ctx, Some(&package.load_payload()))
+            let snapshot = crate::sandbox::Instance::new(&pre, ctx, Some(&package.load_payload()), None)
                 .and_then(|mut instance| instance.snapshot(&wizer, &context));
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             snapshot

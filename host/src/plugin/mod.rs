@@ -10,6 +10,7 @@ mod sign;
 
 use crate::error::{Error, Result};
 pub use crate::fsutil::sha256_hex;
+use crate::sandbox::nn::NnRuntime;
 use crate::sandbox::{Call, CallContext, HostState, Instance, LoadPayload};
 use edgecascade_abi::{Answer, Outcome, Prompt, ResultFrame, content_type};
 pub use manifest::Manifest;
@@ -108,6 +109,8 @@ struct Inner {
     pre: InstancePre<HostState>,
     /// The models to load into each new instance; `None` for a pre-initialized snapshot.
     load: Option<LoadPayload>,
+    /// The shared runtime each instance is linked to, for a plugin that imports wasi-nn.
+    runtime: Option<NnRuntime>,
     ctx: CallContext,
     report: LoadReport,
     pool: Mutex<Pool>,
@@ -125,14 +128,22 @@ impl Plugin {
         epoch_tick: Duration,
         package: VerifiedPackage,
         pre: InstancePre<HostState>,
+        runtime: Option<InstancePre<HostState>>,
         mut report: LoadReport,
     ) -> Result<Plugin> {
         let manifest = package.manifest().clone();
         let ctx = CallContext { plugin: manifest.plugin.name.clone(), limits: manifest.limits.sandbox(), epoch_tick };
-        let load = (!report.preinitialized).then(|| package.load_payload());
+        let (load, runtime) = match runtime {
+            // The models go to the runtime; the plugin's load frame names them.
+            Some(pre) => {
+                let (load, models) = package.runtime_payload();
+                (Some(load), Some(NnRuntime { pre, models }))
+            }
+            None => ((!report.preinitialized).then(|| package.load_payload()), None),
+        };
         let model_bytes = package.model_bytes();
         let started = Instant::now();
-        let first = Instance::new(&pre, ctx.clone(), load.as_ref())?;
+        let first = Instance::new(&pre, ctx.clone(), load.as_ref(), runtime.as_ref())?;
         report.instantiate_time = started.elapsed();
         let pool = Pool { idle: vec![first], stats: PoolStats { created: 1, live: 1, ..Default::default() } };
         Ok(Plugin {
@@ -141,6 +152,7 @@ impl Plugin {
                 model_bytes,
                 pre,
                 load,
+                runtime,
                 ctx,
                 report,
                 pool: Mutex::new(pool),
@@ -317,7 +329,12 @@ impl Plugin {
                 pool.stats.live += 1;
                 pool.stats.created += 1;
                 drop(pool);
-                let fresh = Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load.as_ref());
+                let fresh = Instance::new(
+                    &self.inner.pre,
+                    self.inner.ctx.clone(),
+                    self.inner.load.as_ref(),
+                    self.inner.runtime.as_ref(),
+                );
                 if fresh.is_err() {
                     self.lock().stats.live -= 1;
                     self.inner.returned.notify_one();
@@ -339,11 +356,18 @@ impl Plugin {
     /// For the benchmarks in `host/benches`; not part of the API.
     #[doc(hidden)]
     pub fn fresh_instance_for_bench(&self) -> Result<impl Sized + use<>> {
-        Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load.as_ref())
+        Instance::new(&self.inner.pre, self.inner.ctx.clone(), self.inner.load.as_ref(), self.inner.runtime.as_ref())
     }
 
-    /// The linear memory, in bytes, of each idle instance.
+    /// The linear memory, in bytes, of each idle instance: the plugin's own,
+    /// plus its shared runtime instance's for a plugin that imports wasi-nn.
     pub fn instance_memory(&self) -> Vec<usize> {
-        self.lock().idle.iter().map(Instance::memory_bytes).collect()
+        self.lock().idle.iter().map(|i| i.memory_bytes()).map(|(own, runtime)| own + runtime).collect()
+    }
+
+    /// The linear memory, in bytes, of each idle instance's shared runtime
+    /// instance (all 0 for a plugin without wasi-nn).
+    pub fn runtime_memory(&self) -> Vec<usize> {
+        self.lock().idle.iter().map(|i| i.memory_bytes().1).collect()
     }
 }

@@ -180,9 +180,34 @@ impl VerifiedPackage {
 
     /// What each new instance loads (see `guest/ABI.md`): the request, and
     /// the files' bytes back to back, held once for every instance.
+    /// Why this package cannot be precompiled as a pre-initialized snapshot,
+    /// if it cannot: it imports wasi-nn, or it is the shared runtime itself.
+    /// Reads (and checks) the wasm.
+    pub fn snapshot_blocker(&self) -> Result<Option<&'static str>> {
+        Ok(crate::sandbox::nn::snapshot_blocker(self.wasm()?))
+    }
+
     pub(crate) fn load_payload(&self) -> LoadPayload {
+        self.payload(false)
+    }
+
+    /// The load request for a plugin that imports wasi-nn, and its models
+    /// apart: their bytes go to the shared runtime, and the request lists them
+    /// with `runtime: true` and no bytes.
+    pub(crate) fn runtime_payload(&self) -> (LoadPayload, crate::sandbox::nn::NnModels) {
+        let models = self
+            .files
+            .iter()
+            .filter(|(_, kind, _)| *kind == FileKind::Model)
+            .map(|(name, _, bytes)| (name.clone(), std::sync::Arc::<[u8]>::from(bytes.as_slice())))
+            .collect();
+        (self.payload(true), std::sync::Arc::new(models))
+    }
+
+    fn payload(&self, models_in_runtime: bool) -> LoadPayload {
         let m = &self.manifest;
         let config = serde_json::to_value(&m.config).unwrap_or(serde_json::Value::Null);
+        let in_runtime = |kind: &FileKind| models_in_runtime && *kind == FileKind::Model;
         let request = LoadRequest {
             abi_version: ABI_VERSION,
             name: m.plugin.name.clone(),
@@ -192,11 +217,22 @@ impl VerifiedPackage {
             files: self
                 .files
                 .iter()
-                .map(|(name, kind, bytes)| FileEntry { name: name.clone(), kind: *kind, len: bytes.len() as u64 })
+                .map(|(name, kind, bytes)| FileEntry {
+                    name: name.clone(),
+                    kind: *kind,
+                    len: if in_runtime(kind) { 0 } else { bytes.len() as u64 },
+                    runtime: in_runtime(kind),
+                })
                 .collect(),
             abi_minor: None,
         };
-        let files = self.files.iter().map(|(_, _, bytes)| bytes.as_slice()).collect::<Vec<_>>().concat();
+        let files = self
+            .files
+            .iter()
+            .filter(|(_, kind, _)| !in_runtime(kind))
+            .map(|(_, _, bytes)| bytes.as_slice())
+            .collect::<Vec<_>>()
+            .concat();
         LoadPayload { request, files }
     }
 }

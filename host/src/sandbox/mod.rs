@@ -5,6 +5,7 @@
 //! env or args; stderr captured with a cap), a limiter that caps memory, and an epoch deadline per call. Every
 //! pointer and length the guest returns is bounds-checked before it is read.
 
+pub(crate) mod nn;
 mod stderr;
 mod wasi;
 
@@ -24,6 +25,8 @@ pub(crate) struct HostState {
     limiter: MemoryLimiter,
     panic_message: Option<String>,
     stderr: StderrCapture,
+    /// The shared runtime's instance, for a plugin that imports wasi-nn.
+    nn: Option<nn::NnLink>,
 }
 
 /// Caps linear memory and remembers that the cap was hit, so the trap that
@@ -48,12 +51,14 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(desired <= 100_000)
     }
 
+    // A plugin, and for one that imports wasi-nn the shared runtime's instance;
+    // each memory is capped on its own.
     fn instances(&self) -> usize {
-        1
+        2
     }
 
     fn memories(&self) -> usize {
-        1
+        2
     }
 
     fn tables(&self) -> usize {
@@ -81,6 +86,7 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
             },
         )
         .map_err(|e| Error::Engine(format!("adding host functions: {e}")))?;
+    nn::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -224,17 +230,46 @@ impl Instance {
     /// Instantiates, runs `_initialize`, checks the ABI version, and loads the
     /// models from `load`. With `None`, the module is a pre-initialized
     /// snapshot whose models are already loaded: only the ABI version is checked.
-    pub(crate) fn new(pre: &InstancePre<HostState>, ctx: CallContext, load: Option<&LoadPayload>) -> Result<Instance> {
+    ///
+    /// With `runtime`, an instance of the shared runtime is made first, in the
+    /// same store, and the plugin's wasi-nn imports are linked to it.
+    pub(crate) fn new(
+        pre: &InstancePre<HostState>,
+        ctx: CallContext,
+        load: Option<&LoadPayload>,
+        runtime: Option<&nn::NnRuntime>,
+    ) -> Result<Instance> {
         let engine = pre.module().engine();
         let stderr = StderrCapture::new(ctx.limits.stderr as usize);
         let limiter = MemoryLimiter { cap: ctx.limits.memory as usize, hit: false };
-        let state = HostState { limiter, panic_message: None, stderr };
+        let state = HostState { limiter, panic_message: None, stderr, nn: None };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         let load_deadline = ctx.limits.load_deadline;
         store.set_epoch_deadline(ctx.ticks(load_deadline));
 
         let plugin = ctx.plugin.clone();
+        if let Some(runtime) = runtime {
+            let started = runtime
+                .pre
+                .instantiate(&mut store)
+                .map_err(nn::RuntimeFault::Trap)
+                .and_then(|instance| nn::NnLink::start(&mut store, instance, runtime.models.clone()));
+            match started {
+                Ok(link) => store.data_mut().nn = Some(link),
+                Err(nn::RuntimeFault::Contract(message)) => {
+                    return Err(Error::Instantiate {
+                        plugin: plugin.clone(),
+                        message: format!("the shared wasi-nn runtime: {message}"),
+                        source: None,
+                    });
+                }
+                Err(nn::RuntimeFault::Trap(e)) => {
+                    store.data_mut().stderr.drain_to_log(&plugin);
+                    return Err(ctx.classify(store.data_mut(), e, load_deadline));
+                }
+            }
+        }
         let instance = pre.instantiate(&mut store).map_err(|e| {
             let state = store.data_mut();
             if state.limiter.hit {
@@ -403,9 +438,11 @@ impl Instance {
             .map_err(|e| Error::Snapshot { plugin: self.ctx.plugin.clone(), message: format!("{e:#}") })
     }
 
-    /// The guest's current linear memory size, in bytes.
-    pub(crate) fn memory_bytes(&self) -> usize {
-        self.memory.data_size(&self.store)
+    /// The current size of the guest's linear memory, and of its shared
+    /// runtime instance's (0 without one), in bytes.
+    pub(crate) fn memory_bytes(&self) -> (usize, usize) {
+        let runtime = self.store.data().nn.as_ref().map_or(0, |link| link.memory_bytes(&self.store));
+        (self.memory.data_size(&self.store), runtime)
     }
 }
 

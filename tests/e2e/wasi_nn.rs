@@ -7,8 +7,8 @@ use crate::support::*;
 use edgecascade::{Error, Local, Runtime, RuntimeConfig};
 use std::path::Path;
 
-fn test_texts(n: usize) -> Vec<String> {
-    let split = std::fs::read_to_string(repo_root().join("models/data/news/test.jsonl")).unwrap();
+fn test_texts(task: &str, n: usize) -> Vec<String> {
+    let split = std::fs::read_to_string(repo_root().join(format!("models/data/{task}/test.jsonl"))).unwrap();
     let mut texts: Vec<String> = split
         .lines()
         .take(n)
@@ -25,14 +25,16 @@ fn runtime_with(config: RuntimeConfig) -> Runtime {
 }
 
 #[test]
-fn a_wasi_nn_plugin_answers_bit_for_bit_like_its_twin_that_carries_tract() {
-    let (nn, tract) = (loaded("news-topic-nn"), loaded("news-topic"));
-    for text in test_texts(40) {
-        let input = edgecascade::Input::text(text.clone());
-        let (a, b) = (nn.infer(&input).unwrap(), tract.infer(&input).unwrap());
-        // `Answer` compares every score and the confidence exactly (f32 ==).
-        assert_eq!(a, b, "{text:.60}");
-        assert_eq!(nn.prompt(&input).unwrap(), tract.prompt(&input).unwrap());
+fn wasi_nn_plugins_answer_bit_for_bit_like_their_twins_that_carry_tract() {
+    for (task, nn, tract) in [("news", "news-topic-nn", "news-topic"), ("sentiment", "sentiment-nn", "sentiment")] {
+        let (nn, tract) = (loaded(nn), loaded(tract));
+        for text in test_texts(task, 40) {
+            let input = edgecascade::Input::text(text.clone());
+            let (a, b) = (nn.infer(&input).unwrap(), tract.infer(&input).unwrap());
+            // `Answer` compares every score and the confidence exactly (f32 ==).
+            assert_eq!(a, b, "{}: {text:.60}", nn.name());
+            assert_eq!(nn.prompt(&input).unwrap(), tract.prompt(&input).unwrap());
+        }
     }
     // The point of it: the plugin is small; the other carries a copy of tract.
     let size = |name: &str, file: &str| std::fs::metadata(plugin(name).join(file)).unwrap().len();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Guest plugins outside the guest workspace's default members (see guest/Cargo.toml).
-const SHARED_RUNTIME_PLUGINS: &[&str] = &["news-topic-nn"];
+const SHARED_RUNTIME_PLUGINS: &[&str] = &["news-topic-nn", "sentiment-nn"];
 
 impl Project {
     pub(crate) fn ensure_wasm_target(&self) -> Result<()> {
@@ -63,15 +63,14 @@ impl Project {
             .env("CARGO_TARGET_DIR", self.target.join("guest"))
             .env_remove("RUSTFLAGS")
             .args(["build", "--release", "--target", "wasm32-wasip1"]))?;
-        // Plugins for the shared runtime, each in a build of its own: Cargo unifies the SDK's
-        // features over the packages of one build, which would link tract into them.
-        for plugin in SHARED_RUNTIME_PLUGINS {
-            run(Command::new("cargo")
-                .current_dir(self.root.join("guest"))
-                .env("CARGO_TARGET_DIR", self.target.join("guest"))
-                .env_remove("RUSTFLAGS")
-                .args(["build", "--release", "--target", "wasm32-wasip1", "-p", plugin]))?;
-        }
+        // Plugins for the shared runtime, in a build of their own: Cargo unifies the SDK's
+        // features over the packages of one build, and the others would link tract into them.
+        run(Command::new("cargo")
+            .current_dir(self.root.join("guest"))
+            .env("CARGO_TARGET_DIR", self.target.join("guest"))
+            .env_remove("RUSTFLAGS")
+            .args(["build", "--release", "--target", "wasm32-wasip1"])
+            .args(SHARED_RUNTIME_PLUGINS.iter().flat_map(|p| ["-p", p])))?;
         let c_wasm_dir = self.c_plugins()?;
         step("building the host (release)");
         // Always with the tests' feature set: `cargo build -p edgecascade` unifies features

@@ -8,7 +8,11 @@ use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 /// Times creating fresh instances of `plugin`; each is dropped outside the timed part.
-fn bench_fresh(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, id: &str, plugin: &Plugin) {
+pub fn bench_fresh(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    plugin: &Plugin,
+) {
     group.bench_function(id, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

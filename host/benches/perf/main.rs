@@ -15,6 +15,9 @@
 //!   precompiled first (about 40 s per plugin), unless a filter excludes `instance`.
 //! - `startup/news-topic`: a precompiled, pre-initialized package to a ready instance, mapping
 //!   the host's verified copy of the machine code against reading and hashing the artifact.
+//! - `shared_runtime/news-topic`: news-topic against news-topic-nn (the same source and model,
+//!   with inference in the shared wasi-nn runtime): an answer and a fresh instance each, after a
+//!   printed report of wasm sizes, Cranelift time per plugin and linear memory per instance.
 //! - `host_overhead`: `Plugin::infer` and `Router::route(LocalOnly)` on a guest that does nothing.
 //! - `throughput`: requests/s in process and over HTTP on loopback, with 1, 2 (and 4) clients.
 //! - `dist_profile/news-topic`: the plugin built with the `dist` profile against `release`
@@ -28,6 +31,7 @@ mod dist;
 mod instance;
 mod models;
 mod overhead;
+mod shared;
 mod throughput;
 
 use criterion::Criterion;
@@ -45,6 +49,7 @@ fn main() {
     if filters.is_empty() || filters.iter().any(wanted) {
         instance::bench_snapshots(&mut criterion);
     }
+    shared::bench(&mut criterion);
     overhead::bench(&mut criterion);
     throughput::bench(&mut criterion);
     dist::bench(&mut criterion);

@@ -185,8 +185,10 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-# The plugin SDK. Features: `onnx` runs ONNX models with tract (its first build takes
-# about 10 minutes), `text` adds BERT WordPiece tokenization. This plugin needs neither.
+# The plugin SDK. Features: `wasi-nn` runs ONNX models in the host's shared runtime
+# (no tract in the plugin: it stays under 1 MB and builds in seconds), `onnx` runs them
+# with tract inside the plugin (18 MB of wasm, a 10-minute first build), `text` adds
+# BERT WordPiece tokenization. This plugin needs none of them.
 edgecascade-guest = { path = "{sdk}", default-features = false }
 serde_json = "1"
 
@@ -241,10 +243,12 @@ positive = ["good", "great", "love", "fast", "perfect", "thanks"]
 const LIB_RS: &str = r#"//! {name}: an edgecascade plugin.
 //!
 //! It labels text by counting the keywords that the manifest's `[config]`
-//! lists for each label, so that it builds and runs in seconds. To run a
-//! model instead: turn on the SDK's `onnx` feature in Cargo.toml, list the
-//! model under `[[models]]` in plugin.toml, and in `load` call
-//! `edgecascade_guest::onnx::OnnxModel::load(ctx.model("model")?)`.
+//! lists for each label, so that it builds and runs in seconds. To run an
+//! ONNX model instead: turn on the SDK's `wasi-nn` feature in Cargo.toml,
+//! list the model under `[[models]]` in plugin.toml, call
+//! `edgecascade_guest::model::Model::load(ctx, "model")?` in `load` and
+//! `model.run_f32(..)` in `infer`. The host runs it in its shared runtime
+//! (the `nn-runtime` package next to this one on the device).
 
 use edgecascade_guest::{Answer, Error, Input, LoadContext, Plugin, Prompt, classify, export_plugin};
 

@@ -50,3 +50,32 @@ fn the_c_plugin_escalates_to_a_real_cloud_and_reads_its_reply() {
     assert_eq!((local.source, local.answer.unwrap().label.as_deref()), (Source::Local, Some("positive")));
     assert_eq!(fake.hits(), 1);
 }
+
+/// guest/c/digits_nn: a plugin in C whose model runs in the shared runtime,
+/// through wasi-nn's witx imports, beside the Rust `digits` with tract inside.
+#[test]
+fn a_c_plugin_runs_its_model_through_wasi_nn_and_answers_like_the_rust_one() {
+    let (c, rust) = (loaded("digits-c"), loaded("digits"));
+    let split = std::fs::read_to_string(repo_root().join("models/data/digits/test.jsonl")).unwrap();
+    let mut answered = 0;
+    for line in split.lines().take(40) {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let input = edgecascade::Input::json(&row["pixels"]);
+        let (a, b) = (c.infer(&input).unwrap(), rust.infer(&input).unwrap());
+        // The C plugin prints each f32 with 9 significant digits, which reads back exactly.
+        assert_eq!(a, b, "{row}");
+        answered += matches!(a, Local::Answered(_)) as usize;
+    }
+    assert!(answered >= 35, "{answered} of 40 answered");
+    let blank = edgecascade::Input::json(&serde_json::json!({"pixels": vec![0; 64]}));
+    assert!(matches!(c.infer(&blank).unwrap(), Local::Beyond { .. }));
+    for bad in [serde_json::json!([1, 2, 3]), serde_json::json!({"pixels": vec![17; 64]})] {
+        let e = c.infer(&edgecascade::Input::json(&bad)).unwrap_err();
+        assert!(matches!(e, Error::Guest { kind: ErrorKind::BadInput, .. }), "{bad}: {e:?}");
+    }
+    assert!(matches!(c.infer(&text("seven")).unwrap_err(), Error::Guest { kind: ErrorKind::BadInput, .. }));
+    assert_eq!(c.parse_reply("It is a 7.").unwrap().label.as_deref(), Some("7"));
+    assert!(matches!(c.parse_reply("7 or 1").unwrap_err(), Error::Guest { kind: ErrorKind::BadReply, .. }));
+    let wasm = std::fs::metadata(plugin("digits-c").join("digits_nn.wasm")).unwrap().len();
+    assert!(wasm < 100_000, "{wasm} bytes");
+}

@@ -45,7 +45,8 @@ fn wasi_nn_plugins_answer_bit_for_bit_like_their_twins_that_carry_tract() {
 
 #[test]
 fn a_wasi_nn_plugin_gets_its_models_through_the_runtime_not_its_load_frame() {
-    let nn = loaded("news-topic-nn");
+    // Loaded here, not shared: other tests would check instances out of a shared pool.
+    let nn = runtime().load(plugin("news-topic-nn")).unwrap();
     let Local::Answered(_) = nn.infer(&text("Shares in the bank fell sharply after profits slumped")).unwrap() else {
         panic!("an answer")
     };
@@ -56,7 +57,8 @@ fn a_wasi_nn_plugin_gets_its_models_through_the_runtime_not_its_load_frame() {
     let model = std::fs::metadata(plugin("news-topic-nn").join("news-small.onnx")).unwrap().len() as usize;
     assert!(runtime_memory > model, "{runtime_memory} bytes");
     assert!(plugin_memory > 0);
-    assert_eq!(loaded("news-topic").runtime_memory(), [0]);
+    let tract = runtime().load(plugin("news-topic")).unwrap();
+    assert_eq!(tract.runtime_memory(), [0]);
 }
 
 #[test]

@@ -20,7 +20,7 @@ impl Project {
         Ok(())
     }
 
-    /// The guests in C (guest/c/NAME/*.c, one module each) with clang and wasi-libc,
+    /// The guests in C (guest/c/NAME/*.c, one module each, with guest/c/include) with clang and wasi-libc,
     /// into `target/guest/c/NAME.wasm`.
     fn c_plugins(&self) -> Result<PathBuf> {
         let out = self.target.join("guest/c");
@@ -44,8 +44,14 @@ impl Project {
                 .filter(|p| p.extension().is_some_and(|x| x == "c"))
                 .collect();
             sources.sort();
+            // guest/c/include holds the frame helpers every plugin shares, and no plugin.
+            if sources.is_empty() {
+                continue;
+            }
             run(Command::new(clang)
                 .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Wextra", "-Werror", "-mexec-model=reactor"])
+                .arg("-I")
+                .arg(self.root.join("guest/c/include"))
                 .arg("-Wl,--strip-debug")
                 .arg("-o")
                 .arg(out.join(format!("{name}.wasm")))

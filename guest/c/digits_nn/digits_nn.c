@@ -8,14 +8,10 @@
  * plugin, with the same model: input JSON `[64 numbers]` or
  * `{"pixels": [64 numbers]}`, each 0 (blank) to 16 (ink).
  *
- * Build: clang-14 --target=wasm32-wasi -O2 -mexec-model=reactor -o digits_nn.wasm digits_nn.c
+ * Build: clang-14 --target=wasm32-wasi -O2 -mexec-model=reactor -I../include -o digits_nn.wasm digits_nn.c
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "edgecascade_frame.h"
 
-#define EXPORT(name) __attribute__((export_name(name)))
 #define IMPORT(module, name) __attribute__((import_module(module), import_name(name)))
 
 /* wasi-nn, the witx form (module wasi_ephemeral_nn). Each call returns an nn_errno. */
@@ -30,63 +26,10 @@ uint32_t nn_get_output(uint32_t ctx, uint32_t index, void *out, uint32_t max, ui
 /* The runtime's words about the last failed call (edgecascade's, beside wasi-nn). */
 IMPORT("edgecascade", "nn_last_error") uint32_t nn_last_error(char *out, uint32_t max);
 
-enum { OK = 0, BEYOND = 1, ERROR = 2 };
 enum { PIXELS = 64, DIGITS = 10 };
 
-static char *out;
-static size_t out_len, out_cap;
-static int out_failed;
 static int loaded;
 static uint32_t context;
-
-static void put(const char *bytes, size_t n) {
-    if (out_failed) return;
-    if (out_len + n > out_cap) {
-        size_t cap = (out_len + n) * 2 + 64;
-        char *grown = realloc(out, cap);
-        if (!grown) { out_failed = 1; return; }
-        out = grown;
-        out_cap = cap;
-    }
-    memcpy(out + out_len, bytes, n);
-    out_len += n;
-}
-
-static void put_str(const char *s) { put(s, strlen(s)); }
-
-static void put_json(const char *s, size_t n) {
-    put("\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char escaped[8];
-        if (c == '"' || c == '\\') { escaped[0] = '\\'; escaped[1] = (char)c; put(escaped, 2); }
-        else if (c < 0x20) { snprintf(escaped, sizeof escaped, "\\u%04x", c); put(escaped, 6); }
-        else put((const char *)&c, 1);
-    }
-    put("\"", 1);
-}
-
-static void begin(int status) {
-    char byte = (char)status;
-    out_len = 0;
-    out_failed = 0;
-    put(&byte, 1);
-}
-
-static int64_t finish(void) {
-    if (out_failed) return 0;
-    return (int64_t)(((uint64_t)(uintptr_t)out << 32) | (uint32_t)out_len);
-}
-
-static int64_t error(const char *kind, const char *message) {
-    begin(ERROR);
-    put_str("{\"kind\":\"");
-    put_str(kind);
-    put_str("\",\"message\":");
-    put_json(message, strlen(message));
-    put_str("}");
-    return finish();
-}
 
 /* A `model` error naming the wasi-nn call, its code and the runtime's reason. */
 static int64_t nn_error(const char *call, uint32_t errno_) {
@@ -99,10 +42,6 @@ static int64_t nn_error(const char *call, uint32_t errno_) {
 
 EXPORT("edgecascade_abi_version") int32_t abi_version(void) { return 1; }
 EXPORT("edgecascade_abi_minor") int32_t abi_minor(void) { return 2; }
-
-EXPORT("edgecascade_alloc") int32_t alloc(int32_t len) {
-    return len < 0 ? 0 : (int32_t)(uintptr_t)malloc(len ? (size_t)len : 1);
-}
 
 /* The model is the manifest's "model": the host has it loaded by the runtime. */
 EXPORT("edgecascade_load") int64_t load(int32_t ptr, int32_t len) {

@@ -132,14 +132,19 @@ impl Runtime {
 
     /// Copies output `index` into the output buffer as little-endian bytes; returns its length.
     fn output(&mut self, context: i32, index: i32) -> Result<i64> {
-        let context = self.context(context)?;
+        // The context field by itself, so that the output buffer can be borrowed beside it.
+        let contexts = &self.contexts;
+        let context =
+            contexts.get(context as u32 as usize).ok_or_else(|| invalid(format!("no execution context {context}")))?;
         let count = context.outputs.len();
         let value = context
             .outputs
             .get(index as u32 as usize)
             .ok_or_else(|| invalid(format!("output {index}: there are {count} outputs (call compute first)")))?;
-        let bytes = value.as_bytes().to_vec();
-        self.output = bytes;
+        // Into the buffer kept across calls: one copy, no allocation per answer.
+        let bytes = value.as_bytes();
+        self.output.clear();
+        self.output.extend_from_slice(bytes);
         Ok(self.output.len() as i64)
     }
 }

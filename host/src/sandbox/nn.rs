@@ -65,23 +65,14 @@ pub(crate) fn wasm_imports_nn(wasm: &[u8]) -> bool {
 /// `None` for a plain plugin, and for bytes that are not wasm (compiling them fails later, with the reason).
 pub(crate) fn snapshot_blocker(wasm: &[u8]) -> Option<&'static str> {
     use wasmparser::{Parser, Payload};
-    for payload in Parser::new(0).parse_all(wasm) {
-        match payload {
-            Ok(Payload::ImportSection(reader)) => {
-                if reader.into_imports().flatten().any(|import| import.module == MODULE) {
-                    return Some("it imports wasi-nn: its models are loaded in the shared runtime's instance");
-                }
-            }
-            Ok(Payload::ExportSection(reader)) => {
-                if reader.into_iter().flatten().any(|e| e.name == contract::LOAD) {
-                    return Some("it is the shared wasi-nn runtime, which loads models only for a plugin");
-                }
-            }
-            Ok(Payload::CodeSectionStart { .. }) | Err(_) => break,
-            Ok(_) => {}
-        }
+    if wasm_imports_nn(wasm) {
+        return Some("it imports wasi-nn: its models are loaded in the shared runtime's instance");
     }
-    None
+    let exports_runtime = Parser::new(0).parse_all(wasm).any(|payload| match payload {
+        Ok(Payload::ExportSection(reader)) => reader.into_iter().flatten().any(|e| e.name == contract::LOAD),
+        _ => false,
+    });
+    exports_runtime.then_some("it is the shared wasi-nn runtime, which loads models only for a plugin")
 }
 
 /// Checks that a module is a runtime this host can link: every export of the

@@ -4,7 +4,10 @@
 //! pins the behaviour.
 
 use crate::Error;
-use std::collections::HashMap;
+// foldhash rather than SipHash: the lookups are the tokenizer's inner loop, the
+// keys are only looked up (never inserted from requests), and tract already
+// links foldhash through hashbrown.
+use foldhash::HashMap;
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
@@ -41,8 +44,8 @@ pub struct WordPiece {
 impl WordPiece {
     /// Reads a `vocab.txt`: one token per line, the line number is the id.
     pub fn from_vocab(vocab: &str) -> Result<WordPiece, Error> {
-        let mut words = HashMap::new();
-        let mut continuations = HashMap::new();
+        let mut words = HashMap::default();
+        let mut continuations = HashMap::default();
         for (id, token) in vocab.lines().enumerate() {
             let id = id as u32;
             match token.strip_prefix("##") {
@@ -87,8 +90,7 @@ impl WordPiece {
         let mut a = Analysis { ids: Vec::new(), whole_words: 0, words: 0 };
         let mut rest = text;
         while !rest.is_empty() && a.ids.len() < max {
-            // The next special token in the raw text, if any.
-            let next = self.specials.iter().filter_map(|&(t, id)| rest.find(t).map(|at| (at, t.len(), id))).min();
+            let next = self.next_special(rest);
             let (plain, special) = match next {
                 Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
                 None => (rest, None),
@@ -114,6 +116,14 @@ impl WordPiece {
         }
         a.ids.truncate(max);
         a
+    }
+
+    /// The first special token in raw `text`, as (offset, length, id). Every
+    /// special token starts with '[', and none is a prefix of another.
+    fn next_special(&self, text: &str) -> Option<(usize, usize, u32)> {
+        text.match_indices('[').find_map(|(at, _)| {
+            self.specials.iter().find(|(t, _)| text[at..].starts_with(t)).map(|&(t, id)| (at, t.len(), id))
+        })
     }
 
     /// Greedy longest-match-first WordPiece of one word.
@@ -159,7 +169,43 @@ fn prev_boundary(s: &str, mut i: usize) -> usize {
 }
 
 /// BertNormalizer: clean text, space out CJK, strip accents, lowercase.
+///
+/// Why in chunks: the Unicode path (category lookups, NFD, context-sensitive
+/// lowercasing) cost 70% of the tokenizer's time on English text. An ASCII
+/// space, tab or newline ends every context it needs: NFD reorders only runs
+/// of combining marks, and final-sigma lowercasing looks only across cased and
+/// case-ignorable letters. So each chunk up to one of those that is ASCII
+/// takes a byte-wise path with the same result; only the others take the
+/// Unicode path.
 fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find([' ', '\t', '\n', '\r']).map_or(rest.len(), |at| at + 1);
+        let (chunk, tail) = rest.split_at(end);
+        if chunk.is_ascii() {
+            normalize_ascii(chunk, &mut out);
+        } else {
+            normalize_unicode(chunk, &mut out);
+        }
+        rest = tail;
+    }
+    out
+}
+
+/// [`normalize`] for ASCII text: controls other than tab, newline and carriage
+/// return go, whitespace becomes ' ', letters are lowercased.
+fn normalize_ascii(text: &str, out: &mut String) {
+    for b in text.bytes() {
+        match b {
+            b'\t' | b'\n' | b'\r' | b' ' => out.push(' '),
+            0..=0x1f | 0x7f => {}
+            _ => out.push(b.to_ascii_lowercase() as char),
+        }
+    }
+}
+
+fn normalize_unicode(text: &str, out: &mut String) {
     let mut cleaned = String::with_capacity(text.len());
     for c in text.chars() {
         if c == '\0' || c == '\u{fffd}' || is_control(c) {
@@ -176,29 +222,24 @@ fn normalize(text: &str) -> String {
         }
     }
     let stripped: String = cleaned.nfd().filter(|c| c.general_category() != GeneralCategory::NonspacingMark).collect();
-    stripped.to_lowercase()
+    out.push_str(&stripped.to_lowercase());
 }
 
 /// BertPreTokenizer: split on whitespace (dropped) and punctuation (kept, alone).
 fn pre_tokenize(text: &str) -> impl Iterator<Item = &str> {
-    let mut pieces = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices() {
-        if c.is_whitespace() || is_punctuation(c) {
-            if let Some(s) = start.take() {
-                pieces.push(&text[s..i]);
-            }
-            if !c.is_whitespace() {
-                pieces.push(&text[i..i + c.len_utf8()]);
-            }
-        } else if start.is_none() {
-            start = Some(i);
-        }
-    }
-    if let Some(s) = start {
-        pieces.push(&text[s..]);
-    }
-    pieces.into_iter()
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches(char::is_whitespace);
+        let first = rest.chars().next()?;
+        let end = if is_punctuation(first) {
+            first.len_utf8()
+        } else {
+            rest.find(|c: char| c.is_whitespace() || is_punctuation(c)).unwrap_or(rest.len())
+        };
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 fn is_whitespace(c: char) -> bool {
@@ -220,7 +261,10 @@ fn is_control(c: char) -> bool {
 }
 
 fn is_punctuation(c: char) -> bool {
-    c.is_ascii_punctuation() || c.general_category_group() == GeneralCategoryGroup::Punctuation
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    c.general_category_group() == GeneralCategoryGroup::Punctuation
 }
 
 fn is_chinese(c: char) -> bool {
@@ -392,6 +436,40 @@ mod tests {
     #[test]
     fn truncates_to_max() {
         assert_eq!(tiny().encode("the the the", 2).len(), 2);
+    }
+
+    /// The ASCII fast path must agree with the Unicode path wherever the two
+    /// meet: final sigma, combining marks and controls beside whitespace.
+    #[test]
+    fn the_ascii_fast_path_changes_nothing() {
+        fn unicode_only(text: &str) -> String {
+            let mut out = String::new();
+            normalize_unicode(text, &mut out);
+            out
+        }
+        let cases = [
+            "ΟΔΟΣ a",
+            "ΟΔΟΣ\u{85}a",
+            "ΟΔΟΣ\u{a0}b",
+            "ΑΣ\u{200d}a",
+            "e\u{301} \u{301}x",
+            "A\u{b}B\u{c}C\u{7f}D\u{0}E",
+            "İstanbul ǅ x",
+            "tab\there\r\nnew",
+            "中文 text 中",
+            "\u{fffd}ok  ",
+            "café\u{2028}CAFÉ",
+        ];
+        for case in cases {
+            assert_eq!(normalize(case), unicode_only(case), "{case:?}");
+        }
+        // Every mix of pieces that sit at the edges of the fast path, up to four long.
+        let pieces = ["Σ", "a", "B", " ", "\t", "\u{301}", "\u{85}", "\u{200d}", "中", "\u{1}", "é", ".", "\u{a0}"];
+        let n = pieces.len();
+        for i in 0..n.pow(4) {
+            let text: String = (0..4).map(|d| pieces[i / n.pow(d) % n]).collect();
+            assert_eq!(normalize(&text), unicode_only(&text), "{text:?}");
+        }
     }
 
     #[test]

@@ -48,8 +48,9 @@ def main():
     models = ["news-small", "sentiment-small", "minilm-int8", "minilm-int8-tweet", "news-large-head", "digits-small",
               "digits-large"]
     print("## In-guest against native tract\n")
-    head = "| model | native tract | in guest (tensor plugin) | guest / native | guest, .npy input |"
-    line = "|---|---|---|---|---|"
+    head = ("| model | native tract | SDK's graph, native | in guest (tensor plugin) | guest / native tract "
+            "| guest / SDK's graph native | guest, .npy input |")
+    line = "|---|---|---|---|---|---|---|"
     if ort:
         head += " onnxruntime 1 thread | onnxruntime default | tract native / ort 1 thread |"
         line += "---|---|---|"
@@ -57,10 +58,11 @@ def main():
     print(line)
     for m in models:
         n = median_ns(base, f"guest_vs_native_{m}/native")
+        sdk = median_ns(base, f"guest_vs_native_{m}/native_sdk")
         g = median_ns(base, f"guest_vs_native_{m}/guest")
         npy = median_ns(base, f"guest_vs_native_{m}/guest_npy")
         npy = f"{fmt(npy)} ({ratio(npy, n)})" if npy is not None else "–"
-        row = f"| {m} | {fmt(n)} | {fmt(g)} | {ratio(g, n)} | {npy} |"
+        row = f"| {m} | {fmt(n)} | {fmt(sdk)} | {fmt(g)} | {ratio(g, n)} | {ratio(g, sdk)} | {npy} |"
         if ort:
             o1 = ort.get(m, {}).get("1")
             od = ort.get(m, {}).get("default")
@@ -71,7 +73,23 @@ def main():
     n = [median_ns(base, f"guest_vs_native_{m}/native") for m in ("minilm-int8", "news-large-head")]
     g = [median_ns(base, f"guest_vs_native_{m}/guest") for m in ("minilm-int8", "news-large-head")]
     if None not in n and None not in g:
-        print(f"| minilm-int8 + news head | {fmt(sum(n))} | {fmt(sum(g))} | {ratio(sum(g), sum(n))} | – |")
+        print(f"| minilm-int8 + news head | {fmt(sum(n))} | – | {fmt(sum(g))} | {ratio(sum(g), sum(n))} | – | – |")
+
+    print("\n## The tokenizer, natively and in the guest\n")
+    print("The guest's tokenizer time is `text_path/<plugin>` less its model's `guest_vs_native/<model>/guest_npy`")
+    print("(the model on binary ids; what stays in the difference is the answer's encoding, against the .npy")
+    print("decoding, each about a microsecond).\n")
+    print("| text | bytes | native | native MB/s | in guest (derived) | guest MB/s |")
+    print("|---|---|---|---|---|---|")
+    for task, plugin, model in [("news", "news-topic", "news-small"), ("sentiment", "sentiment", "sentiment-small")]:
+        est = base / "tokenizer" / task / "new" / "benchmark.json"
+        size = json.loads(est.read_text()).get("throughput", {}).get("Bytes") if est.is_file() else None
+        t = median_ns(base, f"tokenizer/{task}")
+        whole = median_ns(base, f"text_path/{plugin}")
+        model_ns = median_ns(base, f"guest_vs_native_{model}/guest_npy")
+        guest = whole - model_ns if None not in (whole, model_ns) else None
+        mbs = lambda ns: "–" if ns is None or size is None or ns <= 0 else f"{size / ns * 1e3:,.0f}"
+        print(f"| {task} | {size or '–'} | {fmt(t)} | {mbs(t)} | {fmt(guest)} | {mbs(guest)} |")
 
     print("\n## Example plugins on text (tokenizer + model + answer, in the guest)\n")
     print("| plugin | median |")

@@ -1,6 +1,6 @@
 //! Paths, the shared runtime, golden inputs and throwaway packages.
 
-use edgecascade::{Plugin, Runtime, RuntimeConfig, Tensor, TensorData};
+use edgecascade::{Input, Plugin, Runtime, RuntimeConfig, Tensor, TensorData};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -68,6 +68,45 @@ pub fn test_text(task: &str) -> String {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let row: Value = serde_json::from_str(text.lines().next().expect("a test row")).expect("test JSON");
     row["text"].as_str().expect("a text field").to_string()
+}
+
+/// Variants of one text that a text plugin answers alike: the text with 0 to 63 trailing spaces.
+///
+/// Text plugins keep the last text's tokens (their `beyond` and `classify` share one pass), so a
+/// benchmark that sent the same text again and again would time no tokenizer at all. Each call of
+/// [`next`](Self::next) takes the next variant, so every request does the whole path; 64 of them
+/// keep that true, but for a rare collision, when several threads share a pool of instances.
+pub struct TextVariants {
+    texts: Vec<String>,
+    inputs: Vec<Input>,
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+impl TextVariants {
+    pub fn new(text: &str) -> TextVariants {
+        let texts: Vec<String> = (0..64).map(|spaces| format!("{text}{}", " ".repeat(spaces))).collect();
+        let inputs = texts.iter().map(|t| Input::text(t.clone())).collect();
+        TextVariants { texts, inputs, turn: Default::default() }
+    }
+
+    fn turn(&self) -> usize {
+        self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.texts.len()
+    }
+
+    /// The next variant, in turn.
+    pub fn next_text(&self) -> &str {
+        &self.texts[self.turn()]
+    }
+
+    /// The next variant as an input, in turn.
+    pub fn next_input(&self) -> &Input {
+        &self.inputs[self.turn()]
+    }
+
+    /// The text itself, without trailing spaces.
+    pub fn first(&self) -> &Input {
+        &self.inputs[0]
+    }
 }
 
 fn floats(v: &Value) -> Vec<f32> {

@@ -5,9 +5,9 @@
 //! cd guest && CARGO_TARGET_DIR=../target/guest cargo build --profile dist --target wasm32-wasip1 -p news-topic
 //! ```
 
-use crate::common::{cache_dir, load, package_copy, plugin_dir, repo_root, runtime, test_text};
+use crate::common::{TextVariants, cache_dir, load, package_copy, plugin_dir, repo_root, runtime, test_text};
 use criterion::Criterion;
-use edgecascade::{Input, Local, Plugin};
+use edgecascade::{Local, Plugin};
 use std::cell::OnceCell;
 use std::hint::black_box;
 use std::path::Path;
@@ -45,8 +45,8 @@ pub fn bench(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let release: OnceCell<Plugin> = OnceCell::new();
     let dist: OnceCell<Plugin> = OnceCell::new();
-    let input = Input::text(test_text("news"));
-    let infer = |p: &Plugin| match p.infer(black_box(&input)) {
+    let texts = TextVariants::new(&test_text("news"));
+    let infer = |p: &Plugin| match p.infer(black_box(texts.next_input())) {
         Ok(Local::Answered(a)) => a,
         other => panic!("news-topic: {other:?}"),
     };

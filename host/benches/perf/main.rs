@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Groups:
-//! - `guest_vs_native/<model>`: native tract against the `tensor` plugin on the same golden input.
+//! - `guest_vs_native/<model>`: native tract (`native`), the guest SDK's graph natively
+//!   (`native_sdk`: the SDK's rewrites included) and the `tensor` plugin (`guest`) on the same
+//!   golden input.
+//! - `tokenizer/<task>`: WordPiece natively on the first test text, in bytes per second.
 //! - `text_path/<plugin>`: the example plugins end to end on text (tokenizer + model + answer).
 //! - `instance/<plugin>`: a cold instance (instantiate + `_initialize` + model load),
 //!   `runtime.load(dir)` with a warm module cache, and a ready instance from a pre-initialized

@@ -1,8 +1,10 @@
 //! In-guest against native tract, model by model, and the example plugins on text.
 
-use crate::common::{golden_inputs, golden_row, load, plugin_dir, repo_root, tensor_package, test_text};
-use criterion::{BatchSize, Criterion};
+use crate::common::{TextVariants, golden_inputs, golden_row, load, plugin_dir, repo_root, tensor_package, test_text};
+use criterion::{BatchSize, Criterion, Throughput};
 use edgecascade::{Input, Local, Plugin, Tensor, TensorData};
+use edgecascade_guest::onnx::OnnxModel;
+use edgecascade_guest::text::WordPiece;
 use std::cell::OnceCell;
 use std::hint::black_box;
 use std::time::Duration;
@@ -40,6 +42,24 @@ fn answered(local: edgecascade::Result<Local>, what: &str) -> edgecascade::Answe
     }
 }
 
+/// The guest SDK's loader run natively: the graph the guest runs (with the SDK's rewrites), so
+/// `guest` against `native_sdk` is the cost of the sandbox alone.
+fn native_sdk_model(model: &str) -> OnnxModel {
+    let path = repo_root().join(format!("models/onnx/{model}.onnx"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    OnnxModel::load(&bytes).unwrap_or_else(|e| panic!("{model}: the SDK refused it: {e}"))
+}
+
+fn sdk_value(t: &Tensor) -> edgecascade_guest::onnx::TValue {
+    use edgecascade_guest::onnx::TractTensor;
+    match &t.data {
+        TensorData::F32(v) => TractTensor::from_shape(&t.shape, v).expect("shape").into(),
+        TensorData::I64(v) => TractTensor::from_shape(&t.shape, v).expect("shape").into(),
+        TensorData::I32(v) => TractTensor::from_shape(&t.shape, v).expect("shape").into(),
+        other => panic!("the benchmark models take f32, i64 or i32, not {}", other.dtype()),
+    }
+}
+
 fn native_plan(model: &str) -> Plan {
     let path = repo_root().join(format!("models/onnx/{model}.onnx"));
     tract_onnx::onnx()
@@ -72,6 +92,7 @@ pub fn bench(c: &mut Criterion) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plan: OnceCell<Plan> = OnceCell::new();
         let plugin: OnceCell<Plugin> = OnceCell::new();
+        let sdk_model: std::cell::RefCell<Option<OnnxModel>> = Default::default();
 
         let mut group = c.benchmark_group(format!("guest_vs_native/{bench}"));
         if bench == "minilm-int8" {
@@ -84,6 +105,21 @@ pub fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || tensors.iter().map(tract_value).collect::<TVec<TValue>>(),
                 |inputs| plan.run(inputs).expect("native run"),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function("native_sdk", |b| {
+            let mut sdk = sdk_model.borrow_mut();
+            let sdk = sdk.get_or_insert_with(|| native_sdk_model(model));
+            let stock = plan.get_or_init(|| native_plan(model));
+            let want = stock.run(tensors.iter().map(tract_value).collect()).expect("native run");
+            let want: Vec<f32> = want[0].to_plain_array_view::<f32>().expect("f32 output").iter().copied().collect();
+            let got = sdk.run_f32(tensors.iter().map(sdk_value).collect()).expect("SDK run");
+            let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(want.len() == got.len() && diff < 1e-4, "{bench}: the SDK's graph differs from tract's by {diff}");
+            b.iter_batched(
+                || tensors.iter().map(sdk_value).collect(),
+                |inputs| sdk.run(inputs).expect("SDK run"),
                 BatchSize::SmallInput,
             )
         });
@@ -112,6 +148,19 @@ pub fn bench(c: &mut Criterion) {
         }
     }
 
+    // The tokenizer alone, natively: the guest's share of `text_path` is its time there less the
+    // model's on binary ids (`guest_vs_native/<model>/guest_npy`).
+    let vocab = std::fs::read_to_string(repo_root().join("models/vocab.txt")).expect("models/vocab.txt");
+    let wordpiece = WordPiece::from_vocab(&vocab).expect("a WordPiece vocabulary");
+    let mut group = c.benchmark_group("tokenizer");
+    group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for task in ["news", "sentiment"] {
+        let text = test_text(task);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(task, |b| b.iter(|| wordpiece.analyze(black_box(&text), 512)));
+    }
+    group.finish();
+
     // The real path: text in, tokenized and classified in the guest, an Answer out.
     let mut group = c.benchmark_group("text_path");
     for (name, task) in [
@@ -125,16 +174,17 @@ pub fn bench(c: &mut Criterion) {
         } else {
             group.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
         }
-        let input = Input::text(test_text(task));
+        let texts = TextVariants::new(&test_text(task));
         let plugin: OnceCell<Plugin> = OnceCell::new();
         group.bench_function(name, |b| {
             let plugin = plugin.get_or_init(|| {
                 let plugin = load(&plugin_dir(name));
-                let a = answered(plugin.infer(&input), name);
-                eprintln!("{name}: {:?} ({:.3}) on {} bytes of text", a.label, a.confidence, input.data().len());
+                let a = answered(plugin.infer(texts.first()), name);
+                let bytes = texts.first().data().len();
+                eprintln!("{name}: {:?} ({:.3}) on {bytes} bytes of text", a.label, a.confidence);
                 plugin
             });
-            b.iter(|| answered(plugin.infer(black_box(&input)), name))
+            b.iter(|| answered(plugin.infer(black_box(texts.next_input())), name))
         });
     }
     group.finish();

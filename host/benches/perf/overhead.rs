@@ -1,7 +1,7 @@
 //! Host overhead per request: a guest that does almost nothing, through `Plugin::infer` and
 //! through `Router::route(LocalOnly)`, beside the same calls on a real plugin.
 
-use crate::common::{load, plugin_dir, test_text};
+use crate::common::{TextVariants, load, plugin_dir, test_text};
 use criterion::Criterion;
 use edgecascade::{CascadeConfig, Input, Local, Metrics, Mode, Plugin, Router, Source};
 use std::cell::OnceCell;
@@ -22,17 +22,18 @@ fn setup(name: &str, input: &Input) -> (Plugin, Router) {
 pub fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("host_overhead");
     group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    for (name, label, input) in
-        [("hostile", "hostile_ok", Input::text("ok")), ("news-topic", "news_topic", Input::text(test_text("news")))]
-    {
+    for (name, label, texts) in [
+        ("hostile", "hostile_ok", TextVariants::new("ok")),
+        ("news-topic", "news_topic", TextVariants::new(&test_text("news"))),
+    ] {
         let loaded: OnceCell<(Plugin, Router)> = OnceCell::new();
         group.bench_function(format!("{label}_infer"), |b| {
-            let (plugin, _) = loaded.get_or_init(|| setup(name, &input));
-            b.iter(|| plugin.infer(black_box(&input)))
+            let (plugin, _) = loaded.get_or_init(|| setup(name, texts.first()));
+            b.iter(|| plugin.infer(black_box(texts.next_input())))
         });
         group.bench_function(format!("{label}_route"), |b| {
-            let (_, router) = loaded.get_or_init(|| setup(name, &input));
-            b.iter(|| router.route(black_box(&input), Mode::LocalOnly))
+            let (_, router) = loaded.get_or_init(|| setup(name, texts.first()));
+            b.iter(|| router.route(black_box(texts.next_input()), Mode::LocalOnly))
         });
     }
     group.finish();

@@ -10,10 +10,10 @@
 //! (with the runtime already compiled, that is what a second wasi-nn plugin costs a device),
 //! and each warm instance's linear memory.
 
-use crate::common::{load, plugin_dir, test_text};
+use crate::common::{TextVariants, load, plugin_dir, test_text};
 use crate::instance::bench_fresh;
 use criterion::{Criterion, SamplingMode};
-use edgecascade::{Input, Local, PrecompileOptions};
+use edgecascade::{Local, PrecompileOptions};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -43,16 +43,17 @@ fn report() {
 
 pub fn bench(c: &mut Criterion) {
     report();
-    let input = Input::text(test_text("news"));
+    let texts = TextVariants::new(&test_text("news"));
+    let input = texts.first();
     let mut group = c.benchmark_group("shared_runtime/news-topic");
     group.sampling_mode(SamplingMode::Flat).sample_size(20);
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    let answers: Vec<_> = PAIR.iter().map(|(_, name)| load(&plugin_dir(name)).infer(&input).expect("answer")).collect();
+    let answers: Vec<_> = PAIR.iter().map(|(_, name)| load(&plugin_dir(name)).infer(input).expect("answer")).collect();
     assert_eq!(answers[0], answers[1], "the two builds must answer alike");
     assert!(matches!(answers[0], Local::Answered(_)));
     for (label, name) in PAIR {
         let plugin = load(&plugin_dir(name));
-        group.bench_function(format!("{label}_infer"), |b| b.iter(|| plugin.infer(black_box(&input))));
+        group.bench_function(format!("{label}_infer"), |b| b.iter(|| plugin.infer(black_box(texts.next_input()))));
         bench_fresh(&mut group, &format!("{label}_fresh"), &plugin);
     }
     group.finish();

@@ -1,11 +1,12 @@
 //! Requests/s of the news-topic plugin (LocalOnly) with 1 and 2 client threads (and 4 over HTTP):
 //! in process (`Router::route`) and over HTTP on loopback (`edgecascade::serve::run`, axum).
 
-use crate::common::{load, test_text, with_instances};
+use crate::common::{TextVariants, load, test_text, with_instances};
 use criterion::{Criterion, SamplingMode, Throughput};
 use edgecascade::serve::AppState;
-use edgecascade::{CascadeConfig, Input, Metrics, Mode, Plugin, Router, Source};
+use edgecascade::{CascadeConfig, Metrics, Mode, Plugin, Router, Source};
 use std::cell::OnceCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Runs `iters` calls of `f` split across `threads` clients and returns the wall time. With
@@ -80,12 +81,14 @@ struct Server {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     url: String,
-    body: String,
+    /// Request bodies over [`TextVariants`], taken in turn.
+    bodies: Vec<String>,
+    turn: AtomicUsize,
     agents: Vec<ureq::Agent>,
 }
 
 impl Server {
-    fn start(plugin: &Plugin, text: &str) -> Server {
+    fn start(plugin: &Plugin, texts: &TextVariants) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
         let metrics = Metrics::default();
         let router = Router::new(plugin.clone(), None, CascadeConfig::for_plugin(plugin), metrics.clone());
@@ -101,7 +104,10 @@ impl Server {
             stop,
             task,
             url: format!("http://{addr}/v1/plugins/news-topic/infer"),
-            body: serde_json::json!({"text": text, "mode": "local_only"}).to_string(),
+            bodies: (0..64)
+                .map(|_| serde_json::json!({"text": texts.next_text(), "mode": "local_only"}).to_string())
+                .collect(),
+            turn: AtomicUsize::new(0),
             agents: (0..4).map(|_| ureq::Agent::new_with_defaults()).collect(),
         };
         let first: serde_json::Value = serde_json::from_slice(&server.post(0)).expect("reply JSON");
@@ -115,7 +121,7 @@ impl Server {
         let mut response = self.agents[t]
             .post(&self.url)
             .header("content-type", "application/json")
-            .send(self.body.as_str())
+            .send(self.bodies[self.turn.fetch_add(1, Ordering::Relaxed) % self.bodies.len()].as_str())
             .expect("POST infer");
         response.body_mut().read_to_vec().expect("response body")
     }
@@ -132,8 +138,7 @@ impl Server {
 /// (criterion also prints requests/s).
 pub fn bench(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let text = test_text("news");
-    let input = Input::text(text.clone());
+    let texts = TextVariants::new(&test_text("news"));
     let plugin: OnceCell<Plugin> = OnceCell::new();
     // Two instances, so two requests can run in the guest at once.
     let plugin = || {
@@ -165,7 +170,7 @@ pub fn bench(c: &mut Criterion) {
                 });
                 b.iter_custom(|iters| {
                     parallel(threads, iters, on_caller, |_| {
-                        let reply = router.route(&input, Mode::LocalOnly);
+                        let reply = router.route(texts.next_input(), Mode::LocalOnly);
                         assert_eq!(reply.source, Source::Local);
                     })
                 })
@@ -177,7 +182,7 @@ pub fn bench(c: &mut Criterion) {
         let id = format!("http_{clients}");
         with_cpu_report(&format!("throughput/{id}"), || {
             group.bench_function(&id, |b| {
-                let server = server.get_or_init(|| Server::start(plugin(), &text));
+                let server = server.get_or_init(|| Server::start(plugin(), &texts));
                 b.iter_custom(|iters| {
                     parallel(clients, iters, true, |t| {
                         std::hint::black_box(server.post(t));

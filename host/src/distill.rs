@@ -368,7 +368,8 @@ impl<'a> Loop<'a> {
         let mut live = self.runtime.load(&self.live_dir)?;
         let measure = |plugin: &Plugin, teacher: &Teacher, rows: &[Row]| {
             let router = self.replay_router(plugin.clone(), teacher.clone(), plugin.manifest().policy.threshold);
-            self.measure(&eval::observe(&router, rows, || {}), router.config().threshold)
+            // One call at a time: the teacher's memo and the bill see the rows in order.
+            self.measure(&eval::observe(&router, rows, 1, || {}), router.config().threshold)
         };
         let row0 = Round {
             round: 0,
@@ -535,7 +536,7 @@ impl<'a> Loop<'a> {
         // Calibrate on the check set, then pack again with the threshold found.
         let provisional = self.runtime.load_verified(pack(&manifest)?)?;
         let router = self.replay_router(provisional, teacher.clone(), 1.0);
-        let observations = eval::observe(&router, &data.check, || {});
+        let observations = eval::observe(&router, &data.check, 1, || {});
         // No threshold meets the target: escalate all but certain answers.
         manifest.policy.threshold =
             eval::calibrate(&observations, self.config.calibration).map(|s| s.threshold).unwrap_or(1.0);

@@ -98,14 +98,46 @@ impl Observation {
     }
 }
 
+/// How many cloud calls `edgecascade eval` and `calibrate` keep in flight
+/// unless told otherwise (`--concurrency`).
+///
+/// A cloud call takes 0.1-2 s and a local answer well under a millisecond, so
+/// a replay is as slow as its cloud calls, one after another. Four in flight
+/// keep a local tier's two instances busy and stay polite to a hosted API.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
 /// Answers every row locally and, when the router has a cloud, in the cloud.
 /// `router` should have its answer cache off, so cloud-only numbers are real calls.
-pub fn observe(router: &Router, rows: &[Row], mut progress: impl FnMut()) -> Vec<Observation> {
-    rows.iter()
+///
+/// Local answers come first, one at a time, so their latencies are the
+/// plugin's own. The cloud answers follow with up to `concurrency` calls in
+/// flight (1: one at a time, in row order); each row's observation is the same
+/// whatever the concurrency, and the result is in row order. `progress` is
+/// called once per row, when its last answer is in.
+pub fn observe(router: &Router, rows: &[Row], concurrency: usize, progress: impl Fn() + Sync) -> Vec<Observation> {
+    let has_cloud = router.has_cloud();
+    let local: Vec<_> = rows
+        .iter()
         .map(|row| {
-            let local = router.route(&row.input, Mode::LocalOnly);
-            let cloud = router.has_cloud().then(|| router.route(&row.input, Mode::CloudOnly));
+            let reply = router.route(&row.input, Mode::LocalOnly);
+            if !has_cloud {
+                progress();
+            }
+            reply
+        })
+        .collect();
+    let cloud = has_cloud.then(|| {
+        map_in_order(rows, concurrency, |row| {
+            let reply = router.route(&row.input, Mode::CloudOnly);
             progress();
+            reply
+        })
+    });
+    let mut cloud = cloud.map(Vec::into_iter);
+    rows.iter()
+        .zip(local)
+        .map(|(row, local)| {
+            let cloud = cloud.as_mut().and_then(Iterator::next);
             let outcome = match (&local.answer, &local.beyond) {
                 (Some(answer), _) => LocalOutcome::Answered { confidence: answer.confidence },
                 (None, Some(_)) => LocalOutcome::Beyond,
@@ -125,6 +157,36 @@ pub fn observe(router: &Router, rows: &[Row], mut progress: impl FnMut()) -> Vec
             }
         })
         .collect()
+}
+
+/// `f` over `items` on up to `threads` threads, the results in the items' order.
+fn map_in_order<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { return done };
+                        done.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(done) => done.into_iter().for_each(|(i, r)| results[i] = Some(r)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    results.into_iter().map(|r| r.expect("every index is taken by one worker")).collect()
 }
 
 /// Latency percentiles in milliseconds.
@@ -468,6 +530,27 @@ mod tests {
             cloud_ms: 10.0,
             cloud_tokens: 5,
         }
+    }
+
+    #[test]
+    fn map_in_order_keeps_the_order_at_any_concurrency_and_passes_panics_on() {
+        let items: Vec<u64> = (0..200).collect();
+        let slow_square = |&n: &u64| {
+            std::thread::sleep(std::time::Duration::from_micros((n * 7919) % 500));
+            n * n
+        };
+        let expected: Vec<u64> = items.iter().map(|n| n * n).collect();
+        for threads in [0, 1, 3, 8, 500] {
+            assert_eq!(map_in_order(&items, threads, slow_square), expected, "{threads} threads");
+        }
+        assert!(map_in_order(&[] as &[u64], 4, slow_square).is_empty());
+        let panicked = std::panic::catch_unwind(|| {
+            map_in_order(&items, 4, |&n| {
+                assert_ne!(n, 150, "row 150");
+                n
+            })
+        });
+        assert!(panicked.is_err());
     }
 
     #[test]

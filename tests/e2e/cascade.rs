@@ -315,7 +315,8 @@ fn eval_matches_the_router_on_the_same_data() {
         .arg(plugin("news-topic"))
         .arg("--data")
         .arg(&data)
-        .args(["--cloud", &tier().url, "--deadline", "120s", "--cloud-timeout", "120s"])
+        // Three cloud calls in flight; the router below makes them one at a time.
+        .args(["--cloud", &tier().url, "--deadline", "120s", "--cloud-timeout", "120s", "--concurrency", "3"])
         .env("EDGECASCADE_CACHE_DIR", cache_dir())
         .output()
         .unwrap();

@@ -154,7 +154,7 @@ fn eval_and_the_router_make_the_same_decision_for_every_reason() {
         config.cache_entries = 0;
         let router = Router::new(plugin, Some(cloud.clone()), config, Metrics::default());
         let rows = vec![Row { input: text("anything"), label: "x".into() }];
-        let obs = eval::observe(&router, &rows, || {});
+        let obs = eval::observe(&router, &rows, 1, || {});
         let reply = router.route(&rows[0].input, Mode::Auto);
         assert_eq!(obs[0].local_at(threshold), reply.source == Source::Local, "threshold {threshold}: {reply:?}");
         assert_eq!(reply.reason == Reason::Confident, threshold <= 0.5);
@@ -167,7 +167,7 @@ fn eval_and_the_router_make_the_same_decision_for_every_reason() {
     let router = Router::new(sentiment, Some(openai(&tier().url, 0)), config, Metrics::default());
     for input in [edgecascade::Input::new("image/png", vec![0u8; 4]), text("")] {
         let reply = router.route(&input, Mode::Auto);
-        let obs = eval::observe(&router, &[Row { input: input.clone(), label: "neutral".into() }], || {});
+        let obs = eval::observe(&router, &[Row { input: input.clone(), label: "neutral".into() }], 1, || {});
         assert_eq!(obs[0].local_at(0.72), reply.source == Source::Local, "{reply:?} / {:?}", obs[0]);
     }
 }

@@ -95,6 +95,12 @@ struct Common {
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
 
+    /// Cloud calls in flight at once. Local answers are always taken one at a time, so their
+    /// latencies are the plugin's own; each row's answers are the same at any concurrency.
+    #[arg(long, value_name = "N", default_value_t = eval::DEFAULT_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+
     #[command(flatten)]
     cascade: CascadeArgs,
 }
@@ -109,7 +115,7 @@ fn observe(global: &Global, common: &Common) -> anyhow::Result<(Vec<Observation>
     let router = cascade.router(plugin, cascade.client()?, edgecascade::Metrics::default())?;
     let threshold = router.config().threshold;
     let bar = progress_bar(rows.len());
-    let obs = eval::observe(&router, &rows, || bar.inc(1));
+    let obs = eval::observe(&router, &rows, usize::from(common.concurrency), || bar.inc(1));
     bar.finish_and_clear();
     Ok((obs, threshold, name))
 }
